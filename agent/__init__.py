@@ -1,0 +1,1 @@
+"""The edgefleet device agent, ``fleet-agent``."""

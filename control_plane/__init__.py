@@ -1,0 +1,1 @@
+"""The edgefleet control plane and the operator CLI ``fleetctl``."""

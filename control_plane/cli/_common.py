@@ -1,0 +1,74 @@
+"""Shared CLI plumbing: one-line errors, durations, the console."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from fleetcore.errors import EdgefleetError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Plain output: paths and metadata values may contain [brackets] that are not markup.
+console = Console(highlight=False, markup=False)
+err_console = Console(stderr=True, highlight=False)
+_DURATION = re.compile(r"(\d+)([dhm])")
+
+
+def fail(message: str) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    return typer.Exit(1)
+
+
+def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn domain and OS errors into one line on stderr and exit status 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except EdgefleetError as exc:
+            raise fail(exc.one_line()) from None
+        except OSError as exc:
+            where = f" {exc.filename}" if exc.filename else ""
+            raise fail(f"[io]{where}: {exc.strerror or exc}") from None
+
+    return wrapper
+
+
+def parse_duration(text: str) -> timedelta:
+    """``365d``, ``12h`` or ``30m``."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match:
+        raise typer.BadParameter(f"{text!r} is not a duration like 365d, 12h or 30m")
+    value, unit = int(match.group(1)), match.group(2)
+    return {"d": timedelta(days=value), "h": timedelta(hours=value), "m": timedelta(minutes=value)}[
+        unit
+    ]
+
+
+def parse_time(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(timezone.utc).replace(microsecond=0)
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} is not an ISO 8601 time") from exc
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def human_bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
