@@ -20,7 +20,8 @@ line can print one line that says which check failed::
     │   ├── LengthMismatchError         more or fewer bytes than signed
     │   └── HashMismatchError           digest differs from the signed one
     ├── UnsafePathError                 artifact name or digest would escape its store
-    └── RuntimeLoadError                model could not be loaded or run by its runtime
+    ├── RuntimeLoadError                model could not be loaded or run by its runtime
+    └── SmokeTestError                  model outputs differ from the signed smoke vectors
 
 Foreign exceptions (``json``, ``cryptography``, ``OSError``) are converted at
 the edge with ``raise ... from exc`` so callers catch one tree.
@@ -141,6 +142,12 @@ class RuntimeLoadError(EdgefleetError):
     check = "runtime"
 
 
+class SmokeTestError(EdgefleetError):
+    """The model ran but did not reproduce its signed smoke-test outputs."""
+
+    check = "smoke"
+
+
 __all__ = [
     "ArtifactError",
     "BelowFloorError",
@@ -155,6 +162,7 @@ __all__ = [
     "RollbackError",
     "RuntimeLoadError",
     "SignatureError",
+    "SmokeTestError",
     "TrustError",
     "TrustMissingError",
     "UnsafePathError",

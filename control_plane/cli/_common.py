@@ -18,8 +18,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 # Plain output: paths and metadata values may contain [brackets] that are not markup.
-console = Console(highlight=False, markup=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, markup=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 _DURATION = re.compile(r"(\d+)([dhm])")
 
 

@@ -30,6 +30,7 @@ PassphraseEnv = Annotated[
     str,
     typer.Option(
         "--passphrase-env",
+        metavar="VAR",
         help="Environment variable holding the private-key passphrase. When it is set, new "
         "keys are encrypted with it and encrypted keys are read with it.",
     ),
@@ -55,7 +56,9 @@ def _warn_plaintext(keydir: KeyDir) -> None:
 @app.command("init")
 @one_line_errors
 def init(
-    directory: Annotated[Path, typer.Argument(help="Directory to create the keys and root in.")],
+    directory: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Directory to create the keys and root in.")
+    ],
     root_keys: Annotated[int, typer.Option(min=1, help="Number of root keys.")] = 1,
     root_threshold: Annotated[int, typer.Option(min=1, help="Root signatures required.")] = 1,
     release_keys: Annotated[int, typer.Option(min=1, help="Number of release keys.")] = 1,
@@ -96,7 +99,9 @@ def init(
 @app.command("rotate")
 @one_line_errors
 def rotate(
-    directory: Annotated[Path, typer.Argument(help="Key directory made by 'keys init'.")],
+    directory: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Key directory made by 'keys init'.")
+    ],
     role: Annotated[
         list[str] | None,
         typer.Option(

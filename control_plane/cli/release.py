@@ -38,14 +38,20 @@ def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
 @one_line_errors
 def sign(
     model_file: Annotated[
-        Path, typer.Argument(exists=True, dir_okay=False, help="ONNX or TFLite model.")
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, metavar="MODEL_FILE", help="ONNX or TFLite model."
+        ),
     ],
     name: Annotated[str, typer.Option("--name", help="Model name, e.g. sensor.")],
     release: Annotated[
         int, typer.Option("--release", min=1, help="Release counter; must increase per model.")
     ],
     key: Annotated[
-        list[Path], typer.Option("--key", help="Release private key (repeat for a threshold).")
+        list[Path],
+        typer.Option(
+            "--key", metavar="KEYFILE", help="Release private key (repeat for a threshold)."
+        ),
     ],
     version: Annotated[
         str | None, typer.Option(help="Human version label; defaults to the counter.")
@@ -63,7 +69,8 @@ def sign(
         str | None, typer.Option(help="Quantization recipe, e.g. int8-static.")
     ] = None,
     hardware_tag: Annotated[
-        list[str] | None, typer.Option("--hardware-tag", help="Required hardware tag (repeatable).")
+        list[str] | None,
+        typer.Option("--hardware-tag", metavar="TAG", help="Required hardware tag (repeatable)."),
     ] = None,
     drift_reference: Annotated[
         Path | None,
@@ -83,10 +90,14 @@ def sign(
         float, typer.Option(min=0.0, help="Relative tolerance for smoke outputs.")
     ] = 0.0,
     revoke: Annotated[
-        list[str] | None, typer.Option("--revoke", help="sha256 to revoke (repeatable).")
+        list[str] | None,
+        typer.Option("--revoke", metavar="SHA256", help="sha256 to revoke (repeatable)."),
     ] = None,
     provenance: Annotated[
-        list[str] | None, typer.Option("--provenance", help="key=value provenance (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--provenance", metavar="KEY=VALUE", help="key=value provenance (repeatable)."
+        ),
     ] = None,
     passphrase_env: Annotated[
         str, typer.Option(help="Environment variable with the key passphrase.")
@@ -131,25 +142,38 @@ def sign(
 @app.command("verify")
 @one_line_errors
 def verify(
-    manifest: Annotated[Path, typer.Argument(help="Signed release manifest.")],
-    artifact: Annotated[Path, typer.Argument(help="The model file it describes.")],
+    manifest: Annotated[Path, typer.Argument(metavar="MANIFEST", help="Signed release manifest.")],
+    artifact: Annotated[
+        Path, typer.Argument(metavar="ARTIFACT", help="The model file it describes.")
+    ],
     root: Annotated[
         list[Path],
-        typer.Option("--root", help="Trusted root; repeat to walk newer versions in order."),
+        typer.Option(
+            "--root", metavar="ROOT", help="Trusted root; repeat to walk newer versions in order."
+        ),
     ],
     at: Annotated[
-        str | None, typer.Option("--at", help="Judge expiry at this ISO time instead of now.")
+        str | None,
+        typer.Option("--at", metavar="TIME", help="Judge expiry at this ISO time instead of now."),
     ] = None,
+    smoke: Annotated[
+        bool,
+        typer.Option(
+            "--smoke", help="Also run the signed smoke-test vectors in the model's runtime."
+        ),
+    ] = False,
 ) -> None:
     """Check MANIFEST and ARTIFACT as a device would; exit 0 only if everything holds.
 
-    On failure prints one line naming the failed check, e.g. [threshold],
-    [expiry], [floor], [revoked], [length] or [hash], and exits 1.
+    On failure it prints one line that names the failed check in brackets
+    (threshold, expiry, floor, revoked, length, hash, format, smoke, ...) and
+    exits 1. --smoke runs the model only after its hash matched.
     """
-    report = verify_release_files(manifest, artifact, root, parse_time(at))
+    report = verify_release_files(manifest, artifact, root, parse_time(at), smoke=smoke)
     m = report.manifest
+    smoked = "" if report.smoke is None else f", smoke test passed ({report.smoke.detail})"
     console.print(
         f"OK {m.model} release {m.release} ({m.version}): {m.format}, "
         f"{human_bytes(report.artifact_bytes)}, sha256 {m.artifact.sha256[:16]}…, "
-        f"root v{report.root_version}, expires {m.expires:%Y-%m-%d}"
+        f"root v{report.root_version}, expires {m.expires:%Y-%m-%d}{smoked}"
     )

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from fleetcore.artifact import verify_stream
 from fleetcore.canonical import MAX_METADATA_BYTES
-from fleetcore.errors import MetadataError
+from fleetcore.errors import MetadataError, SmokeTestError
 from fleetcore.metadata import ReleaseManifest
+from fleetcore.runtimes import SmokeResult, load_model, run_smoke_test
 from fleetcore.trust import TrustedSet
 
 
@@ -24,6 +25,7 @@ class VerifyReport:
     digest: str
     root_version: int
     artifact_bytes: int
+    smoke: SmokeResult | None = None
 
 
 def read_metadata(path: Path) -> bytes:
@@ -35,10 +37,30 @@ def read_metadata(path: Path) -> bytes:
     return data
 
 
+def run_smoke(manifest: ReleaseManifest, artifact: Path) -> SmokeResult:
+    """Run the signed smoke vectors in the model's real runtime."""
+    runtime = load_model(artifact, manifest.format)
+    smoke = manifest.smoke_tests
+    result = run_smoke_test(
+        runtime,
+        [v.inputs for v in smoke.vectors],
+        [v.expected for v in smoke.vectors],
+        atol=smoke.atol,
+        rtol=smoke.rtol,
+    )
+    if not result.passed:
+        raise SmokeTestError(f"{runtime.runtime} {runtime.runtime_version}: {result.detail}")
+    return result
+
+
 def verify_release_files(
-    manifest: Path, artifact: Path, roots: Sequence[Path], now: datetime
+    manifest: Path, artifact: Path, roots: Sequence[Path], now: datetime, *, smoke: bool = False
 ) -> VerifyReport:
-    """Walk ``roots`` (first one pinned), verify ``manifest``, then stream ``artifact``."""
+    """Walk ``roots`` (first one pinned), verify ``manifest``, then stream ``artifact``.
+
+    With ``smoke``, also run the signed smoke vectors, but only after the
+    artifact's hash matched: unverified bytes never reach a model parser.
+    """
     trusted = TrustedSet(read_metadata(roots[0]) if roots else None)
     for path in roots[1:]:
         trusted.update_root(read_metadata(path))
@@ -46,7 +68,8 @@ def verify_release_files(
     signed = release.manifest.artifact
     with artifact.open("rb") as handle:
         count = verify_stream(handle, signed.length, signed.sha256)
-    return VerifyReport(release.manifest, release.digest, trusted.root.version, count)
+    result = run_smoke(release.manifest, artifact) if smoke else None
+    return VerifyReport(release.manifest, release.digest, trusted.root.version, count, result)
 
 
-__all__ = ["VerifyReport", "read_metadata", "verify_release_files"]
+__all__ = ["VerifyReport", "read_metadata", "run_smoke", "verify_release_files"]

@@ -268,3 +268,116 @@ def test_console_entry_point_has_no_traceback_on_bad_input(tmp_path: Path) -> No
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: [")
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "check"),
+    [
+        (b"this is not a model", "[runtime]"),
+        (b"", "[runtime]"),
+        (b"\x00\x00\x00\x00TFL3junk", "[runtime]"),
+    ],
+    ids=["text", "empty", "fake-tflite-header"],
+)
+def test_sign_refuses_a_non_model_with_one_line(
+    content: bytes, check: str, fleetctl: Fleetctl, keydir: Path, tmp_path: Path
+) -> None:
+    bogus = tmp_path / "bogus.onnx"
+    bogus.write_bytes(content)
+    out = tmp_path / "m.json"
+    code, _, stderr = fleetctl(
+        "release",
+        "sign",
+        bogus,
+        "--name",
+        "x",
+        "--release",
+        "1",
+        "--key",
+        key(keydir, "release"),
+        "--out",
+        out,
+    )
+    assert code == 1
+    assert stderr.startswith(f"error: {check}"), stderr
+    assert len(stderr.strip().splitlines()) == 1
+    assert not out.exists(), "nothing is written when signing fails"
+
+
+def test_sign_refuses_smoke_inputs_that_are_not_npy(
+    fleetctl: Fleetctl, keydir: Path, tiny_onnx: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "inputs.npy"
+    bad.write_bytes(b"not numpy")
+    code, _, stderr = fleetctl(
+        "release",
+        "sign",
+        tiny_onnx,
+        "--name",
+        "x",
+        "--release",
+        "1",
+        "--key",
+        key(keydir, "release"),
+        "--smoke-inputs",
+        bad,
+        "--out",
+        tmp_path / "m.json",
+    )
+    assert code == 1
+    assert stderr.startswith("error: [format]"), stderr
+
+
+def test_sign_uses_given_smoke_inputs(
+    fleetctl: Fleetctl, keydir: Path, tiny_onnx: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from fleetcore.envelope import Envelope
+    from fleetcore.metadata import ReleaseManifest
+
+    rows = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(tmp_path / "rows.npy", rows)
+    manifest = sign(
+        fleetctl,
+        keydir,
+        tiny_onnx,
+        tmp_path / "m.json",
+        "--smoke-inputs",
+        str(tmp_path / "rows.npy"),
+    )
+    parsed = ReleaseManifest.from_dict(Envelope.from_bytes(manifest.read_bytes()).signed)
+    assert len(parsed.smoke_tests.vectors) == 3
+    np.testing.assert_array_equal(parsed.smoke_tests.vectors[2].inputs["features"], rows[2:3])
+    assert parsed.smoke_tests.vectors[0].expected["probabilities"].shape == (1, 3)
+
+
+def test_verify_smoke_runs_the_signed_vectors(
+    fleetctl: Fleetctl, keydir: Path, tiny_onnx: Path, tmp_path: Path
+) -> None:
+    manifest = sign(fleetctl, keydir, tiny_onnx, tmp_path / "m.json")
+    root = keydir / "root" / "1.root.json"
+    code, stdout, stderr = fleetctl(
+        "release", "verify", manifest, tiny_onnx, "--root", root, "--smoke"
+    )
+    assert code == 0, stderr
+    assert "smoke test passed (4 vectors" in stdout
+    # Re-sign with expected outputs the model cannot reproduce: hash and
+    # signature hold, the smoke test must not.
+    from fleetcore.envelope import Envelope
+    from fleetcore.keys import PrivateKey
+    from fleetcore.tensors import decode_tensor, encode_tensor
+
+    envelope = Envelope.from_bytes(manifest.read_bytes())
+    vector = envelope.signed["smoke_tests"]["vectors"][0]
+    vector["expected"]["probabilities"] = encode_tensor(
+        decode_tensor(vector["expected"]["probabilities"]) + 0.5
+    )
+    envelope.signatures = []
+    envelope.sign(PrivateKey.from_pem(key(keydir, "release").read_bytes()))
+    bad = tmp_path / "bad-smoke.json"
+    bad.write_bytes(envelope.to_bytes())
+    code, _, stderr = fleetctl("release", "verify", bad, tiny_onnx, "--root", root, "--smoke")
+    assert code == 1
+    assert stderr.startswith("error: [smoke] onnxruntime"), stderr
+    assert len(stderr.strip().splitlines()) == 1

@@ -13,7 +13,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from fleetcore.envelope import Signature
 from fleetcore.errors import (
     BelowFloorError,
     DowngradeError,
@@ -467,3 +470,33 @@ def test_one_line_names_the_check() -> None:
     line = info.value.one_line()
     assert line.startswith("[threshold] ")
     assert "\n" not in line
+
+
+THRESHOLD_SIM = RepoSim.create(release=4, release_threshold=3)
+OUTSIDERS = [PrivateKey.generate() for _ in range(2)] + THRESHOLD_SIM.keys["director"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    authorized=st.lists(st.integers(0, 3), max_size=8),
+    outsiders=st.lists(st.integers(0, len(OUTSIDERS) - 1), max_size=3),
+)
+def test_threshold_is_met_exactly_by_distinct_authorized_keys(
+    authorized: list[int], outsiders: list[int]
+) -> None:
+    """Property: accepted iff at least 3 distinct release keys signed, whatever else signed."""
+    from fleetcore.envelope import Envelope
+
+    envelope = Envelope(THRESHOLD_SIM.manifest().to_dict())
+    for index in outsiders:
+        envelope.sign(OUTSIDERS[index])
+    for index in authorized:
+        key = THRESHOLD_SIM.keys["release"][index]
+        sig = key.sign(envelope.signing_input()).hex()
+        envelope.signatures.append(Signature(key.keyid, sig))  # duplicates kept on purpose
+    device = TrustedSet(THRESHOLD_SIM.root_bytes())
+    if len(set(authorized)) >= 3:
+        device.verify_release(envelope.to_bytes(), NOW)
+    else:
+        with pytest.raises(SignatureError):
+            device.verify_release(envelope.to_bytes(), NOW)

@@ -1,0 +1,1 @@
+"""Reference ML models and their build pipelines (see ``models.sensor``)."""
