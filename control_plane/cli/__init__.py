@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import typer
 
-from control_plane.cli import keys, release
+from control_plane.cli import db, keys, models, release, release_server, server, tokens
 
 app = typer.Typer(
     name="fleetctl",
-    help="Operate an edgefleet: signing keys and signed model releases.",
+    help="Operate an edgefleet: keys, the model registry, signed releases, tokens and audit.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 app.add_typer(keys.app, name="keys")
+app.add_typer(models.app, name="model")
 app.add_typer(release.app, name="release")
+app.add_typer(tokens.token_app, name="token")
+app.add_typer(tokens.enroll_app, name="enroll-token")
+app.add_typer(db.app, name="db")
+app.command("serve")(server.serve)
+app.command("login")(tokens.login)
+app.command("audit")(tokens.audit)
+_ = release_server  # registers its commands on release.app
 
 
 def main() -> None:

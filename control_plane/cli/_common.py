@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
 from typing import ParamSpec, TypeVar
 
@@ -12,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from control_plane.errors import ControlPlaneError
 from fleetcore.errors import EdgefleetError
 
 P = ParamSpec("P")
@@ -21,6 +24,13 @@ R = TypeVar("R")
 console = Console(highlight=False, markup=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 _DURATION = re.compile(r"(\d+)([dhm])")
+
+
+def working(message: str) -> AbstractContextManager[object]:
+    """A spinner on a terminal; nothing when output goes to a file or a pipe."""
+    if err_console.is_terminal:
+        return err_console.status(message)
+    return contextlib.nullcontext()
 
 
 def fail(message: str) -> typer.Exit:
@@ -37,6 +47,8 @@ def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
         except EdgefleetError as exc:
             raise fail(exc.one_line()) from None
+        except ControlPlaneError as exc:
+            raise fail(f"[{exc.code}] {' '.join(exc.message.split())}") from None
         except OSError as exc:
             where = f" {exc.filename}" if exc.filename else ""
             raise fail(f"[io]{where}: {exc.strerror or exc}") from None

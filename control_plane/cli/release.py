@@ -1,4 +1,4 @@
-"""``fleetctl release``: sign a release manifest for a model file, verify one."""
+"""``fleetctl release sign|verify``: the offline half of releasing (no server needed)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ from control_plane.cli._common import (
 from control_plane.signing import keyring
 from control_plane.signing.keyring import DEFAULT_PASSPHRASE_ENV, write_public_file
 from control_plane.signing.manifests import ReleaseRequest, build_manifest, sign_manifest
-from control_plane.signing.verify import verify_release_files
+from control_plane.signing.verify import read_metadata, verify_release_files
+from fleetcore.envelope import Envelope
 from fleetcore.errors import MetadataError
+from fleetcore.metadata import ReleaseManifest
 
-app = typer.Typer(help="Sign and verify release manifests.", no_args_is_help=True)
+app = typer.Typer(help="Create, sign, verify and revoke releases.", no_args_is_help=True)
 
 
 def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
@@ -40,12 +42,11 @@ def sign(
     model_file: Annotated[
         Path,
         typer.Argument(
-            exists=True, dir_okay=False, metavar="MODEL_FILE", help="ONNX or TFLite model."
+            exists=True,
+            dir_okay=False,
+            metavar="FILE",
+            help="An ONNX or TFLite model, or a release manifest to add signatures to.",
         ),
-    ],
-    name: Annotated[str, typer.Option("--name", help="Model name, e.g. sensor.")],
-    release: Annotated[
-        int, typer.Option("--release", min=1, help="Release counter; must increase per model.")
     ],
     key: Annotated[
         list[Path],
@@ -53,6 +54,13 @@ def sign(
             "--key", metavar="KEYFILE", help="Release private key (repeat for a threshold)."
         ),
     ],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Model name, e.g. sensor (model files).")
+    ] = None,
+    release: Annotated[
+        int | None,
+        typer.Option("--release", min=1, help="Release counter; must increase per model."),
+    ] = None,
     version: Annotated[
         str | None, typer.Option(help="Human version label; defaults to the counter.")
     ] = None,
@@ -103,7 +111,18 @@ def sign(
         str, typer.Option(help="Environment variable with the key passphrase.")
     ] = DEFAULT_PASSPHRASE_ENV,
 ) -> None:
-    """Measure MODEL_FILE, run it to record smoke-test outputs, and write a signed manifest."""
+    """Write a signed release manifest for a model file, or sign an existing manifest.
+
+    For a model file: measure it, run it to record smoke-test outputs, and
+    write a signed manifest (--name and --release are required). For a
+    manifest (e.g. from 'fleetctl release download' of an offline release):
+    add this key's signature, for 'fleetctl release attach-signature'.
+    """
+    if is_manifest(model_file):
+        _countersign(model_file, key, out, passphrase_env)
+        return
+    if name is None or release is None:
+        raise typer.BadParameter("--name and --release are required to sign a model file")
     inputs = None
     if smoke_inputs is not None:
         try:
@@ -136,6 +155,25 @@ def sign(
         f"wrote {target}: {name} release {release} ({manifest.version}), {manifest.format}, "
         f"sha256 {manifest.artifact.sha256[:16]}…, {human_bytes(manifest.artifact.length)}, "
         f"{len(manifest.smoke_tests.vectors)} smoke vectors, {len(signers)} signature(s)"
+    )
+
+
+def is_manifest(path: Path) -> bool:
+    with path.open("rb") as handle:
+        head = handle.read(64).lstrip()
+    return head.startswith(b"{")
+
+
+def _countersign(path: Path, keys: list[Path], out: Path | None, passphrase_env: str) -> None:
+    envelope = Envelope.from_bytes(read_metadata(path))
+    manifest = ReleaseManifest.from_dict(envelope.signed)
+    for key_path in keys:
+        envelope.sign(keyring.read_private(key_path, passphrase_env))
+    target = out or path
+    write_public_file(target, envelope.to_bytes())
+    console.print(
+        f"wrote {target}: {manifest.model} release {manifest.release} ({manifest.version}) now "
+        f"carries {len(envelope.signatures)} signature(s)"
     )
 
 

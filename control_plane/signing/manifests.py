@@ -34,7 +34,7 @@ from fleetcore.metadata import (
 )
 from fleetcore.runtimes import ModelRuntime, detect_format, load_model, make_expected_outputs
 
-_RUNTIME_TAG = {"onnx": "onnxruntime", "tflite": "tflite"}
+RUNTIME_TAG = {"onnx": "onnxruntime", "tflite": "tflite"}
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def digest_file(path: Path, chunk_bytes: int = 1 << 20) -> DigestRef:
     return DigestRef(sha.hexdigest(), length)
 
 
-def _onnx_opset(path: Path) -> int | None:
+def onnx_opset(path: Path) -> int | None:
     try:
         import onnx  # noqa: PLC0415 - optional, heavy
     except ImportError:
@@ -129,10 +129,10 @@ def build_manifest(request: ReleaseRequest, *, issued: datetime) -> ReleaseManif
         artifact=ArtifactInfo(digest.length, digest.sha256, name=request.model_file.name),
         format=fmt,
         compatibility=Compatibility(
-            runtime=_RUNTIME_TAG[fmt],
+            runtime=RUNTIME_TAG[fmt],
             inputs=runtime.inputs,
             outputs=runtime.outputs,
-            opset=_onnx_opset(request.model_file) if fmt == "onnx" else None,
+            opset=onnx_opset(request.model_file) if fmt == "onnx" else None,
             hardware_tags=request.hardware_tags,
         ),
         smoke_tests=SmokeTests(
@@ -156,4 +156,11 @@ def sign_manifest(manifest: ReleaseManifest, keys: Sequence[PrivateKey]) -> Enve
     return envelope
 
 
-__all__ = ["ReleaseRequest", "build_manifest", "digest_file", "sign_manifest"]
+__all__ = [
+    "RUNTIME_TAG",
+    "ReleaseRequest",
+    "build_manifest",
+    "digest_file",
+    "onnx_opset",
+    "sign_manifest",
+]

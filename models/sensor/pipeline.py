@@ -1,7 +1,7 @@
 """The sensor model's build job: data to signed-ready artifacts, step by step.
 
 Theory of operation: ``python -m models.sensor.pipeline [--out DIR]
-[--samples N] [--seed S]`` runs, in order,
+[--samples N] [--seed S] [--export-data]`` runs, in order,
 
 1. data: train / calibration / held-out / reference / drifted splits
    (:mod:`models.sensor.recipe`), each from its own seed;
@@ -14,7 +14,11 @@ Theory of operation: ``python -m models.sensor.pipeline [--out DIR]
    int8-static model's outputs (the variant that ships), write
    ``drift-reference.json`` and print its digest, and show how far the drifted
    split has moved (population stability index per feature);
-7. write ``summary.json`` (everything printed, machine-readable).
+7. write ``summary.json`` (everything printed, machine-readable); with
+   ``--export-data``, also the datasets an operator uploads to the control
+   plane: ``calibration.npz`` (``x``), ``eval.npz`` (held-out ``x``, ``y``) and
+   ``reference.npz`` (``x``, ``y``, ``feature_names``, ``class_names``), in the
+   layout ``control_plane.registry.load_dataset`` reads.
 
 It is deterministic for a given ``(samples, seed)``; the defaults reproduce the
 weights the committed TFLite model was built from (checked by digest). Any
@@ -101,6 +105,7 @@ def run(
     seed: int = recipe.DEFAULT_SEED,
     console: Console | None = None,
     tflite_model: Path | None = COMMITTED_TFLITE,
+    export_data: bool = False,
 ) -> dict[str, Any]:
     """Run every step into ``out``; return (and write) the summary."""
     started = time.perf_counter()
@@ -213,10 +218,46 @@ def run(
         "runtimes": available_runtimes(),
         "seconds": round(time.perf_counter() - started, 3),
     }
+    lines = []
+    if export_data:
+        written = export_datasets(out, splits)
+        summary["datasets"] = {name: path.name for name, path in written.items()}
+        lines.append(
+            "datasets: "
+            + ", ".join(f"{path.name} ({sizes[name]} rows)" for name, path in written.items())
+        )
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    report.step("summary", f"summary.json written; total {summary['seconds']:.1f} s")
+    report.step("summary", f"summary.json written; total {summary['seconds']:.1f} s", *lines)
     console.print(_table(results))
     return summary
+
+
+def export_datasets(out: Path, splits: recipe.Splits) -> dict[str, Path]:
+    """Write the calibration, held-out and reference splits as dataset ``.npz`` files.
+
+    Same layout as ``control_plane.registry.load_dataset`` reads (models may not
+    import the control plane, so it is written here with numpy): ``x`` float32
+    ``[n, F]``, ``y`` int64 ``[n]``, names as unicode arrays.
+    """
+    names = {
+        "feature_names": np.array(FEATURE_NAMES, dtype=np.str_),
+        "class_names": np.array(CLASS_NAMES, dtype=np.str_),
+    }
+    contents: dict[str, tuple[str, dict[str, npt.NDArray[Any]]]] = {
+        "calibration": ("calibration.npz", {"x": splits.calibration}),
+        "heldout": ("eval.npz", {"x": splits.heldout[0], "y": splits.heldout[1]}),
+        "reference": (
+            "reference.npz",
+            {"x": splits.reference[0], "y": splits.reference[1], **names},
+        ),
+    }
+    written = {}
+    for split, (filename, arrays) in contents.items():
+        path = out / filename
+        with path.open("wb") as handle:
+            np.savez(handle, allow_pickle=False, **arrays)
+        written[split] = path
+    return written
 
 
 def _drift_reference(out: Path, shipped: Path, splits: recipe.Splits) -> DriftReference:
@@ -269,9 +310,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     parser.add_argument("--samples", type=int, default=recipe.DEFAULT_SAMPLES)
     parser.add_argument("--seed", type=int, default=recipe.DEFAULT_SEED)
+    parser.add_argument(
+        "--export-data",
+        action="store_true",
+        help="also write calibration.npz, eval.npz and reference.npz for the control plane",
+    )
     args = parser.parse_args(argv)
     try:
-        run(args.out, samples=args.samples, seed=args.seed)
+        run(args.out, samples=args.samples, seed=args.seed, export_data=args.export_data)
     except EdgefleetError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return 1

@@ -1,0 +1,126 @@
+"""Control-plane settings: environment variables (``EDGEFLEET_*``) over an optional TOML file.
+
+Nothing is read at import time: :func:`load_settings` builds a
+:class:`Settings` when the server or a command starts. Nested groups use a
+double underscore in the environment, e.g. ``EDGEFLEET_VALIDATION__MAX_ACCURACY_DROP``.
+
+Placeholder secrets are refused at load: a database password or key
+passphrase such as ``changethis`` stops the server rather than running it
+insecurely.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from control_plane.errors import ConfigurationError
+
+PLACEHOLDER_SECRETS = frozenset(
+    {"changethis", "changeme", "change-me", "secret", "password", "admin", "postgres", "test"}
+)
+
+
+class ValidationSettings(BaseModel):
+    """Thresholds of the validation gate; a model that misses one stays draft."""
+
+    max_accuracy_drop: float = Field(0.02, ge=0, le=1, description="vs the float parent")
+    min_accuracy: float | None = Field(None, ge=0, le=1)
+    max_latency_p95_ms: float | None = Field(50.0, gt=0, description="single-row inference")
+    max_size_bytes: int | None = Field(None, gt=0)
+    latency_runs: int = Field(200, ge=10, le=100_000)
+    smoke_vectors: int = Field(8, ge=1, le=64)
+    smoke_atol: float = Field(1e-2, ge=0)
+    smoke_rtol: float = Field(0.0, ge=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="EDGEFLEET_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Field(Path("edgefleet-data"), description="SQLite file, artifacts, keys")
+    database_url: str | None = Field(None, description="default: SQLite in data_dir")
+    artifact_dir: Path | None = Field(None, description="default: data_dir/artifacts")
+    keys_dir: Path | None = Field(
+        None, description="from 'fleetctl keys init'; default data_dir/trust"
+    )
+    key_passphrase_env: str = Field(
+        "EDGEFLEET_KEY_PASSPHRASE", description="variable holding the keys' passphrase"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_upload_bytes: int = Field(1 << 30, gt=0, description="largest accepted upload, bytes")
+    release_expires_days: int = Field(365, ge=1, le=3650)
+    public_artifacts: bool = Field(
+        False, description="serve artifacts without a token (they are verified by hash anyway)"
+    )
+    validation: ValidationSettings = ValidationSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = os.environ.get("EDGEFLEET_CONFIG")
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if toml:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=Path(toml)),)
+        return sources
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        password = urlsplit(self.database_url).password if self.database_url else None
+        if password is not None and password.lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("the database password is a placeholder; set a real one")
+        passphrase = os.environ.get(self.key_passphrase_env)
+        if passphrase is not None and passphrase.lower() in PLACEHOLDER_SECRETS:
+            raise ValueError(f"{self.key_passphrase_env} is a placeholder; set a real passphrase")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'edgefleet.db'}"
+
+    @property
+    def artifacts_path(self) -> Path:
+        return self.artifact_dir or self.data_dir / "artifacts"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.keys_dir or self.data_dir / "trust"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, an optional TOML file and explicit overrides.
+
+    Raises:
+        ConfigurationError: a value is invalid or a secret is a placeholder.
+    """
+    from pydantic import ValidationError  # noqa: PLC0415 - keep import time small
+
+    if config_file is not None:
+        os.environ["EDGEFLEET_CONFIG"] = str(config_file)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigurationError(f"{where}: {first['msg']}") from exc
+
+
+__all__ = ["PLACEHOLDER_SECRETS", "Settings", "ValidationSettings", "load_settings"]

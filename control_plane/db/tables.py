@@ -1,0 +1,224 @@
+"""SQL tables for every record of :mod:`control_plane.store.records`.
+
+Theory of operation: one SQLModel table class per record, on a dedicated
+:data:`metadata` (not the global ``SQLModel.metadata``) with a naming
+convention, so every constraint has a stable name that the migrations in
+``migrations/versions`` repeat verbatim and that error mapping can recognise.
+Only the SQL adapter (:mod:`control_plane.store.sql`) and the migrations use
+these classes; services see records.
+
+Invariants:
+
+* Times are stored as ``TIMESTAMP WITH TIME ZONE``. :class:`UtcDateTime`
+  refuses naive values and always returns aware UTC datetimes. On SQLite, which
+  has no time zone type, values are stored as naive UTC text of fixed width, so
+  that comparisons in SQL (``expires_at > :now``) stay correct.
+* Enums are stored as their string values (:class:`EnumText`), never as a
+  database enum type, so adding a state needs no schema change.
+* JSON fields are ``JSON`` columns; bytes are ``LargeBinary``.
+* The migrations create exactly this schema; ``tests/contract/test_migrations.py``
+  compares them on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Dialect,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import registry
+from sqlalchemy.types import DateTime, TypeDecorator
+from sqlmodel import Field, SQLModel
+
+from control_plane.store.records import ReleaseState, Role, VersionState
+
+E = TypeVar("E", bound=Enum)
+
+NAMING_CONVENTION = {
+    "pk": "pk_%(table_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+}
+
+#: The control plane's schema; Alembic's ``target_metadata``.
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime in, an aware UTC datetime out, on every database."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(timezone=True)
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()}: times must be timezone-aware")
+        value = value.astimezone(timezone.utc)
+        # SQLite stores text: normalise to naive UTC so stored values compare correctly.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class EnumText(TypeDecorator[E], Generic[E]):
+    """A string enum stored as its value in a plain string column."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum_type: type[E]) -> None:
+        super().__init__()
+        self.enum_type = enum_type
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return str(self.enum_type(value).value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum_type(value)
+
+
+class TableBase(SQLModel, registry=registry(metadata=metadata)):
+    """Base of the control plane's tables; keeps them on :data:`metadata`."""
+
+
+class ArtifactRow(TableBase, table=True):
+    __tablename__ = "artifact"
+
+    sha256: str = Field(sa_type=String, primary_key=True)
+    length: int = Field(sa_type=BigInteger)
+    kind: str = Field(sa_type=String)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class ModelVersionRow(TableBase, table=True):
+    __tablename__ = "model_version"
+    __table_args__ = (UniqueConstraint("model", "version"),)
+
+    id: int | None = Field(default=None, sa_type=Integer, primary_key=True)
+    model: str = Field(sa_type=String)
+    version: str = Field(sa_type=String)
+    state: VersionState = Field(sa_type=EnumText(VersionState))
+    artifact_sha256: str = Field(sa_type=String, foreign_key="artifact.sha256", index=True)
+    format: str = Field(sa_type=String)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    updated_at: datetime = Field(sa_type=UtcDateTime)
+    created_by: str = Field(sa_type=String)
+    parent_id: int | None = Field(default=None, sa_type=Integer, foreign_key="model_version.id")
+    quantization: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    io_schema: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    validation: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    reasons: list[str] = Field(default_factory=list, sa_type=JSON)
+    drift_reference_sha256: str | None = Field(
+        default=None, sa_type=String, foreign_key="artifact.sha256"
+    )
+    provenance: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+class ReleaseRow(TableBase, table=True):
+    __tablename__ = "release"
+    __table_args__ = (UniqueConstraint("model", "counter"), UniqueConstraint("version_id"))
+
+    id: int | None = Field(default=None, sa_type=Integer, primary_key=True)
+    model: str = Field(sa_type=String)
+    counter: int = Field(sa_type=Integer)
+    version_id: int = Field(sa_type=Integer, foreign_key="model_version.id")
+    state: ReleaseState = Field(sa_type=EnumText(ReleaseState))
+    manifest: bytes = Field(sa_type=LargeBinary)
+    manifest_sha256: str = Field(sa_type=String)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    created_by: str = Field(sa_type=String)
+    revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    revoke_reason: str | None = Field(default=None, sa_type=Text)
+
+
+class RevocationRow(TableBase, table=True):
+    __tablename__ = "revocation"
+    __table_args__ = (UniqueConstraint("model", "sha256"),)
+
+    id: int | None = Field(default=None, sa_type=Integer, primary_key=True)
+    sha256: str = Field(sa_type=String, index=True)
+    model: str = Field(sa_type=String)
+    reason: str = Field(sa_type=Text)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    created_by: str = Field(sa_type=String)
+
+
+class ApiTokenRow(TableBase, table=True):
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, sa_type=Integer, primary_key=True)
+    name: str = Field(sa_type=String, unique=True)
+    role: Role = Field(sa_type=EnumText(Role))
+    token_hash: str = Field(sa_type=String, unique=True)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    expires_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    last_used_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class EnrollTokenRow(TableBase, table=True):
+    __tablename__ = "enroll_token"
+
+    id: int | None = Field(default=None, sa_type=Integer, primary_key=True)
+    token_hash: str = Field(sa_type=String, unique=True)
+    labels: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
+    max_uses: int = Field(sa_type=Integer)
+    uses: int = Field(sa_type=Integer)
+    expires_at: datetime = Field(sa_type=UtcDateTime)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    created_by: str = Field(sa_type=String)
+
+
+class AuditEntryRow(TableBase, table=True):
+    __tablename__ = "audit_entry"
+    __table_args__ = (Index(None, "object_type", "object_id"),)
+
+    id: int | None = Field(default=None, sa_type=Integer, primary_key=True)
+    at: datetime = Field(sa_type=UtcDateTime, index=True)
+    actor: str = Field(sa_type=String, index=True)
+    action: str = Field(sa_type=String)
+    object_type: str = Field(sa_type=String)
+    object_id: str = Field(sa_type=String)
+    change: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "ApiTokenRow",
+    "ArtifactRow",
+    "AuditEntryRow",
+    "EnrollTokenRow",
+    "EnumText",
+    "ModelVersionRow",
+    "ReleaseRow",
+    "RevocationRow",
+    "TableBase",
+    "UtcDateTime",
+    "metadata",
+]

@@ -1,0 +1,1 @@
+"""Releases: signing validated versions and revoking bad ones."""
