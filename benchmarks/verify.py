@@ -14,7 +14,7 @@ reported. Peak RSS growth is measured in a fresh child process per size: the
 kernel's high-water mark is reset (``/proc/self/clear_refs``) just before the
 verification starts.
 
-Usage: ``python benchmarks/verify.py [--sizes-mib 100,1024] [--runs 5] [--dir DIR]``
+Usage: ``python -m benchmarks.verify [--sizes-mib 100,1024] [--runs 5] [--dir DIR]``
 Prints one JSON line per figure.
 """
 

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535)
     max_upload_bytes: int = Field(1 << 30, gt=0, description="largest accepted upload, bytes")
     release_expires_days: int = Field(365, ge=1, le=3650)
+    token_cache_s: float = Field(
+        2.0, ge=0, le=300, description="seconds a verified token is reused; 0 checks every request"
+    )
     public_artifacts: bool = Field(
         False, description="serve artifacts without a token (they are verified by hash anyway)"
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from fastapi import FastAPI
 
@@ -45,7 +45,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utc_no
         settings=settings,
         store=store,
         artifacts=artifacts_store,
-        auth=AuthService(store, clock),
+        auth=AuthService(store, clock, cache_ttl=timedelta(seconds=settings.token_cache_s)),
         registry=registry,
         releases=ReleaseService(store, registry, settings, clock),
         clock=clock,

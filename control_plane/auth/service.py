@@ -26,9 +26,9 @@ from fleetcore.metadata import NAME
 
 #: How often ``last_used_at`` is written, so reads do not all become writes.
 TOUCH_INTERVAL = timedelta(minutes=1)
-#: How long a verified token is trusted without asking the database again. A
-#: revocation reaches every replica within this time; this replica's own
-#: revocations take effect at once.
+#: Default for how long a verified token is trusted without asking the database
+#: again (setting ``token_cache_s``). A revocation reaches every worker within
+#: this time; the revoking worker's own cache forgets the token at once.
 TOKEN_CACHE_TTL = timedelta(seconds=2)
 _TOKEN_CACHE_ENTRIES = 4096
 
@@ -43,9 +43,16 @@ class Actor:
 
 
 class AuthService:
-    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Callable[[], datetime],
+        *,
+        cache_ttl: timedelta = TOKEN_CACHE_TTL,
+    ) -> None:
         self.store = store
         self.clock = clock
+        self.cache_ttl = cache_ttl
         self._cache: dict[str, tuple[Actor, datetime]] = {}
 
     def authenticate(self, token: str | None) -> Actor:
@@ -73,7 +80,7 @@ class AuthService:
             raise AuthenticationError(f"token {record.name!r} expired")
         if record.last_used_at is None or now - record.last_used_at > TOUCH_INTERVAL:
             self.store.update_api_token(record.id, last_used_at=now)
-        until = now + TOKEN_CACHE_TTL
+        until = now + self.cache_ttl
         if record.expires_at is not None:
             until = min(until, record.expires_at)
         return Actor(record.name, record.role, record.id), until

@@ -56,6 +56,17 @@ def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def parse_pairs(items: list[str] | None, option: str) -> dict[str, str]:
+    """``["a=1", "b=2"]`` from a repeatable ``--option key=value``."""
+    result = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{option} {item!r} must look like key=value")
+        result[key] = value
+    return result
+
+
 def parse_duration(text: str) -> timedelta:
     """``365d``, ``12h`` or ``30m``."""
     match = _DURATION.fullmatch(text.strip())

@@ -10,7 +10,13 @@ from typing import Annotated, Any
 import typer
 
 from control_plane.cli._client import ApiClient
-from control_plane.cli._common import console, err_console, one_line_errors, working
+from control_plane.cli._common import (
+    console,
+    err_console,
+    one_line_errors,
+    parse_pairs,
+    working,
+)
 from control_plane.cli._output import Format, OutputOption, record, rows
 from control_plane.errors import InvalidInputError
 from control_plane.signing.manifests import digest_file
@@ -43,16 +49,6 @@ def _git_version() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() or None if done.returncode == 0 else None
-
-
-def _pairs(items: list[str] | None) -> dict[str, str]:
-    result = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"--provenance {item!r} must look like key=value")
-        result[key] = value
-    return result
 
 
 def _register(
@@ -129,7 +125,7 @@ def push(
 ) -> None:
     """Upload a model version; the server runs the validation gate on it."""
     client = ApiClient.from_config()
-    extra: dict[str, Any] = _pairs(provenance)
+    extra: dict[str, Any] = parse_pairs(provenance, "--provenance")
     if training_data is not None:
         extra["training_data_sha256"] = digest_file(training_data).sha256
     code = _git_version()

@@ -13,6 +13,7 @@ from control_plane.cli._common import (
     human_bytes,
     one_line_errors,
     parse_duration,
+    parse_pairs,
     parse_time,
 )
 from control_plane.signing import keyring
@@ -24,16 +25,6 @@ from fleetcore.errors import MetadataError
 from fleetcore.metadata import ReleaseManifest
 
 app = typer.Typer(help="Create, sign, verify and revoke releases.", no_args_is_help=True)
-
-
-def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
-    result = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"{what} {item!r} must look like key=value")
-        result[key] = value
-    return result
 
 
 @app.command("sign")
@@ -144,7 +135,7 @@ def sign(
         atol=atol,
         rtol=rtol,
         revoked=tuple(revoke or ()),
-        provenance=_pairs(provenance, "--provenance"),
+        provenance=parse_pairs(provenance, "--provenance"),
     )
     signers = [keyring.read_private(path, passphrase_env) for path in key]
     manifest = build_manifest(request, issued=parse_time(None))

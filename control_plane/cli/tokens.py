@@ -7,7 +7,13 @@ from typing import Annotated
 import typer
 
 from control_plane.cli._client import ApiClient, Login, save_login
-from control_plane.cli._common import console, err_console, one_line_errors, parse_duration
+from control_plane.cli._common import (
+    console,
+    err_console,
+    one_line_errors,
+    parse_duration,
+    parse_pairs,
+)
 from control_plane.cli._output import Format, OutputOption, record, rows
 from control_plane.cli.server import ConfigOption
 from control_plane.store import Role
@@ -103,12 +109,7 @@ def create_enroll_token(
     output: OutputOption = Format.table,
 ) -> None:
     """Create a device enrollment token; the secret is shown once."""
-    labels = {}
-    for item in label or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--label {item!r} must look like key=value")
-        labels[key] = value
+    labels = parse_pairs(label, "--label")
     hours = max(1, int(parse_duration(expires_in).total_seconds() // 3600))
     created = ApiClient.from_config().post(
         "/v1/enroll-tokens", {"labels": labels, "max_uses": uses, "expires_in_hours": hours}

@@ -27,17 +27,12 @@ Invariants:
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, Select, func, select, update
-from sqlalchemy.exc import IntegrityError, StatementError
-from sqlalchemy.orm import Session
+from sqlalchemy import CursorResult, func, select, update
 from sqlmodel import col
 
-from control_plane.db.engine import for_writing
 from control_plane.db.tables import (
     ApiTokenRow,
     ArtifactRow,
@@ -49,15 +44,13 @@ from control_plane.db.tables import (
 )
 from control_plane.errors import InvalidInputError, NotFoundError, StateError
 from control_plane.store._rows import (
-    R,
-    T,
-    conflict,
     insert,
     insert_once,
     require,
     to_record,
     to_row,
 )
+from control_plane.store._sessions import SessionScope
 from control_plane.store.records import (
     ApiTokenRecord,
     ArtifactRecord,
@@ -71,69 +64,8 @@ from control_plane.store.records import (
 )
 
 
-class SqlStore:
+class SqlStore(SessionScope):
     """A :class:`~control_plane.store.port.Store` on a SQLAlchemy engine."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._writer = for_writing(engine)
-        self._session: Session | None = None
-        self._ended = False
-
-    # -- sessions -----------------------------------------------------------------
-    @contextmanager
-    def transaction(self) -> Iterator[SqlStore]:
-        if self._session is not None:
-            with self._bound_session().begin_nested():
-                yield self
-            return
-        with Session(self._writer, expire_on_commit=False) as session, session.begin():
-            bound = SqlStore(self._engine)
-            bound._session = session
-            try:
-                yield bound
-            finally:
-                bound._ended = True
-
-    def _bound_session(self) -> Session:
-        if self._ended or self._session is None:
-            raise StateError("this store's transaction has ended; start a new one")
-        return self._session
-
-    @contextmanager
-    def _read(self) -> Iterator[Session]:
-        if self._session is not None:
-            yield self._bound_session()
-            return
-        with Session(self._engine, expire_on_commit=False) as session, session.begin():
-            yield session
-
-    @contextmanager
-    def _write(self, what: str, duplicates: Mapping[str, str] | None = None) -> Iterator[Session]:
-        """A session for one write; integrity errors become :class:`ConflictError`."""
-        try:
-            if self._session is not None:
-                session = self._bound_session()
-                with session.begin_nested():
-                    yield session
-            else:
-                with Session(self._writer, expire_on_commit=False) as session, session.begin():
-                    yield session
-        except IntegrityError as exc:
-            raise conflict(exc, duplicates or {}, what) from exc
-        except StatementError as exc:
-            if isinstance(exc.orig, ValueError):  # refused by a column type, e.g. a naive time
-                raise InvalidInputError(f"{what}: {exc.orig}") from exc
-            raise
-
-    def _one(self, query: Select[T], record_type: type[R]) -> R | None:
-        with self._read() as session:
-            row = session.scalars(query).one_or_none()
-            return None if row is None else to_record(record_type, row)
-
-    def _all(self, query: Select[T], record_type: type[R]) -> list[R]:
-        with self._read() as session:
-            return [to_record(record_type, row) for row in session.scalars(query)]
 
     # -- artifacts -----------------------------------------------------------------
     def add_artifact(self, record: ArtifactRecord) -> ArtifactRecord:

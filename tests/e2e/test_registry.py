@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.auth.service import TOKEN_CACHE_TTL
+from control_plane.auth.service import TOKEN_CACHE_TTL  # the default the server runs with
 from fleetcore.artifact import verify_stream
 from fleetcore.trust import TrustedSet
 from tests.conftest import CommittedModels, SensorBuild
