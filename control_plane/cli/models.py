@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -84,7 +85,12 @@ def push(
         Path, typer.Argument(exists=True, dir_okay=False, metavar="FILE", help="ONNX or TFLite.")
     ],
     name: Annotated[str, typer.Option("--name", help="Model name.")],
-    version: Annotated[str, typer.Option("--version", help="Version label, e.g. 1.2.0.")],
+    version: Annotated[
+        str | None,
+        typer.Option(
+            "--version", help="Version label, e.g. 1.2.0 (default: UTC time of the push)."
+        ),
+    ] = None,
     quantize: Annotated[
         str | None,
         typer.Option(
@@ -124,6 +130,9 @@ def push(
     output: OutputOption = Format.table,
 ) -> None:
     """Upload a model version; the server runs the validation gate on it."""
+    if version is None:
+        version = datetime.now(timezone.utc).strftime("%Y%m%d.%H%M%S")
+        err_console.print(f"version {version}")
     client = ApiClient.from_config()
     extra: dict[str, Any] = parse_pairs(provenance, "--provenance")
     if training_data is not None:
