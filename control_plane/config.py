@@ -111,6 +111,10 @@ class Settings(BaseSettings):
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Settings from the environment, an optional TOML file and explicit overrides.
 
+    A given ``config_file`` is also put into ``EDGEFLEET_CONFIG``, on purpose:
+    uvicorn's worker processes inherit the environment and build their own
+    settings from it, so every worker reads the same file.
+
     Raises:
         ConfigurationError: a value is invalid or a secret is a placeholder.
     """
