@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_upload_bytes: int = Field(1 << 30, gt=0, description="largest accepted upload, bytes")
+    max_request_bytes: int = Field(
+        1 << 20,
+        gt=0,
+        description="largest accepted request body except artifact uploads, bytes",
+    )
     release_expires_days: int = Field(365, ge=1, le=3650)
     token_cache_s: float = Field(
         2.0, ge=0, le=300, description="seconds a verified token is reused; 0 checks every request"

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from fastapi import FastAPI
 
 from control_plane.api import errors
+from control_plane.api.limits import BodyLimitMiddleware
 from control_plane.api.routes import artifacts, meta, models, releases, tokens
 from control_plane.artifacts.filesystem import FilesystemArtifactStore
 from control_plane.auth import AuthService
@@ -74,6 +75,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         lifespan=lifespan,
     )
     app.state.services = svc
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     errors.install(app)
     for module in (meta, artifacts, models, releases, tokens):
         app.include_router(module.router)

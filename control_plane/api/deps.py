@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -27,7 +28,7 @@ bearer = HTTPBearer(auto_error=False, description="An operator token from 'fleet
 
 # These dependencies are async on purpose: FastAPI runs sync dependencies in a
 # thread pool, one hop each, which dominated the cost of small requests. The
-# token lookup is a single indexed query.
+# token lookup (on a cache miss) runs in a thread.
 
 
 async def get_services(request: Request) -> Services:
@@ -40,7 +41,13 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 
 
 async def get_actor(svc: ServicesDep, credentials: Credentials) -> Actor:
-    return svc.auth.authenticate(None if credentials is None else credentials.credentials)
+    token = None if credentials is None else credentials.credentials
+    actor = svc.auth.cached(token)
+    if actor is not None:
+        return actor
+    # A database round trip: off the event loop, so a slow or locked database
+    # never stalls other requests (downloads in flight, health checks).
+    return await anyio.to_thread.run_sync(svc.auth.authenticate, token)
 
 
 def require(role: Role) -> Callable[[Actor], Awaitable[Actor]]:

@@ -23,6 +23,9 @@ from control_plane.store import (
 
 SHA256 = r"^[0-9a-f]{64}$"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+#: Deepest JSON nesting accepted in a request (manifests must parse back: fleetcore
+#: allows 32 levels, and provenance sits a few levels down).
+MAX_DEPTH = 16
 #: Release counters fit a 32-bit integer column on every database.
 MAX_COUNTER = 2**31 - 1
 
@@ -30,9 +33,11 @@ MAX_COUNTER = 2**31 - 1
 def _check_values(value: Any) -> None:
     # JSON may carry lone UTF-16 surrogates ("\ud800"): valid JSON, not valid
     # Unicode text, and unstorable. Refuse them here instead of failing later.
-    stack = [value]
+    stack = [(value, 1)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ValueError(f"nesting deeper than {MAX_DEPTH} levels")
         if isinstance(item, str):
             try:
                 item.encode("utf-8")
@@ -43,10 +48,10 @@ def _check_values(value: Any) -> None:
         elif isinstance(item, float) and not math.isfinite(item):
             raise ValueError("numbers must be finite (no NaN or Infinity)")
         elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
+            stack.extend((key, depth + 1) for key in item)
+            stack.extend((child, depth + 1) for child in item.values())
         elif isinstance(item, list):
-            stack.extend(item)
+            stack.extend((child, depth + 1) for child in item)
 
 
 class RequestModel(BaseModel):

@@ -20,7 +20,12 @@ from control_plane.auth.tokens import (
     new_token,
     well_formed,
 )
-from control_plane.errors import AuthenticationError, InvalidInputError, NotFoundError
+from control_plane.errors import (
+    AuthenticationError,
+    InvalidInputError,
+    NotFoundError,
+    StateError,
+)
 from control_plane.store import ApiTokenRecord, EnrollTokenRecord, Role, Store
 from fleetcore.metadata import NAME
 
@@ -60,16 +65,25 @@ class AuthService:
             raise AuthenticationError("missing bearer token: send 'Authorization: Bearer <token>'")
         if not well_formed(token, OPERATOR_PREFIX):
             raise AuthenticationError("invalid token")
+        cached = self.cached(token)
+        if cached is not None:
+            return cached
         token_hash = hash_token(token)
         now = self.clock()
-        cached = self._cache.get(token_hash)
-        if cached is not None and cached[1] > now:
-            return cached[0]
         actor, until = self._lookup(token_hash, now)
         if len(self._cache) >= _TOKEN_CACHE_ENTRIES:
             self._cache.clear()
         self._cache[token_hash] = (actor, until)
         return actor
+
+    def cached(self, token: str | None) -> Actor | None:
+        """The actor of a recently verified token, without touching the database."""
+        if not token:
+            return None
+        entry = self._cache.get(hash_token(token))
+        if entry is None or entry[1] <= self.clock():
+            return None
+        return entry[0]
 
     def _lookup(self, token_hash: str, now: datetime) -> tuple[Actor, datetime]:
         """The token's actor, and until when that answer may be reused."""
@@ -110,6 +124,8 @@ class AuthService:
         match = [t for t in self.store.list_api_tokens() if t.name == name]
         if not match:
             raise NotFoundError(f"no token named {name!r}")
+        if match[0].revoked_at is not None:
+            raise StateError(f"token {name!r} is already revoked")
         now = self.clock()
         with self.store.transaction() as tx:
             record = tx.update_api_token(match[0].id, revoked_at=now)

@@ -52,7 +52,12 @@ def save_login(login: Login) -> Path:
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A stale temp file (an interrupted save) may have wider permissions, which
+    # O_TRUNC would keep: remove it and create a fresh one, refusing to follow
+    # anything (a symlink, say) that appears in between.
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.fchmod(fd, 0o600)  # exactly 0600, whatever the umask
     with os.fdopen(fd, "w") as handle:
         json.dump({"server": login.server, "token": login.token}, handle)
     tmp.replace(path)

@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
-from typing import ParamSpec, TypeVar
+from typing import Literal, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -24,6 +24,7 @@ R = TypeVar("R")
 console = Console(highlight=False, markup=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 _DURATION = re.compile(r"(\d+)([dhm])")
+_UNITS = {"days": timedelta(days=1), "hours": timedelta(hours=1)}
 
 
 def working(message: str) -> AbstractContextManager[object]:
@@ -76,6 +77,20 @@ def parse_duration(text: str) -> timedelta:
     return {"d": timedelta(days=value), "h": timedelta(hours=value), "m": timedelta(minutes=value)}[
         unit
     ]
+
+
+def whole_duration(text: str, unit: Literal["days", "hours"], option: str, example: str) -> int:
+    """A duration as a whole number of ``unit``, for an API that counts in them.
+
+    Never rounds: ``36h`` where the API takes days would silently become 1 or 2.
+
+    Raises:
+        typer.BadParameter: not a duration, or not a whole number of ``unit``.
+    """
+    count, rest = divmod(parse_duration(text), _UNITS[unit])
+    if rest:
+        raise typer.BadParameter(f"{option} must be whole {unit}, like {example} (not {text!r})")
+    return count
 
 
 def parse_time(text: str | None) -> datetime:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from control_plane.cli._client import ApiClient, ApiError
-from control_plane.cli._common import console, human_bytes, one_line_errors, parse_duration
+from control_plane.cli._common import console, human_bytes, one_line_errors, whole_duration
 from control_plane.cli._output import Format, OutputOption, record, rows
 from control_plane.cli.models import split_ref
 from control_plane.cli.release import app
@@ -64,7 +64,9 @@ def create(
     name, version = split_ref(ref)
     body: dict[str, Any] = {"model": name, "version": version, "offline": offline, "floor": floor}
     if expires_in is not None:
-        body["expires_in_days"] = max(1, parse_duration(expires_in).days)
+        body["expires_in_days"] = whole_duration(
+            expires_in, "days", "--expires-in for releases", "365d"
+        )
     result = ApiClient.from_config().post("/v1/releases", body)
     if output is Format.json:
         record(result, output)

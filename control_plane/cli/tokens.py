@@ -13,6 +13,7 @@ from control_plane.cli._common import (
     one_line_errors,
     parse_duration,
     parse_pairs,
+    whole_duration,
 )
 from control_plane.cli._output import Format, OutputOption, record, rows
 from control_plane.cli.server import ConfigOption
@@ -73,8 +74,10 @@ def create_token(
         _, secret = auth.create_api_token(name, role, lifetime, "local-admin")
     else:
         body: dict[str, object] = {"name": name, "role": role.value}
-        if lifetime is not None:
-            body["expires_in_days"] = max(1, lifetime.days)
+        if expires_in is not None:
+            body["expires_in_days"] = whole_duration(
+                expires_in, "days", "--expires-in for tokens", "90d"
+            )
         secret = ApiClient.from_config().post("/v1/tokens", body)["token"]
     err_console.print(f"created {role.value} token {name!r}; it is shown once:")
     print(secret)  # the secret alone on stdout, for scripts
@@ -110,7 +113,7 @@ def create_enroll_token(
 ) -> None:
     """Create a device enrollment token; the secret is shown once."""
     labels = parse_pairs(label, "--label")
-    hours = max(1, int(parse_duration(expires_in).total_seconds() // 3600))
+    hours = whole_duration(expires_in, "hours", "--expires-in for enrollment tokens", "24h or 7d")
     created = ApiClient.from_config().post(
         "/v1/enroll-tokens", {"labels": labels, "max_uses": uses, "expires_in_hours": hours}
     )

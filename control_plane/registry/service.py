@@ -128,10 +128,13 @@ class RegistryService:
 
     def revalidate(self, model: str, version: str, actor: str) -> ModelVersionRecord:
         record = self.get(model, version)
-        if record.state not in (VersionState.DRAFT, VersionState.VALIDATED):
+        release = self.store.get_release_for_version(record.id)
+        if release is not None or record.state not in (VersionState.DRAFT, VersionState.VALIDATED):
+            # What was released (or is being signed) must stay what was validated.
             raise StateError(
-                f"{model}@{version} is {record.state.value}; only draft or validated "
-                "versions can be validated again"
+                f"{model}@{version} is {record.state.value}"
+                + ("" if release is None else f" with release {release.counter}")
+                + "; only unreleased draft or validated versions can be validated again"
             )
         artifact = self._artifact(record.artifact_sha256, MODEL_KINDS, "model")
         parent = None
@@ -152,6 +155,7 @@ class RegistryService:
                 io_schema=report.io_schema,
                 drift_reference_sha256=drift_sha,
                 updated_at=now,
+                expect_state=record.state,
             )
             change = {
                 "from": record.state.value,

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Engine, Select
+from sqlalchemy import CursorResult, Engine, Select, update
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from control_plane.db.engine import for_writing
 from control_plane.errors import InvalidInputError, StateError
@@ -88,6 +89,22 @@ class SessionScope:
     def _all(self, query: Select[T], record_type: type[R]) -> list[R]:
         with self._read() as session:
             return [to_record(record_type, row) for row in session.scalars(query)]
+
+    @staticmethod
+    def _compare_and_set(
+        session: Session,
+        table: Any,
+        row_id: int,
+        conditions: list[Any],
+        values: dict[str, Any],
+        message: str,
+    ) -> None:
+        """One conditional UPDATE: it takes the row's lock, so the check cannot race."""
+        query = update(table).where(col(table.id) == row_id, *conditions).values(**values)
+        result = cast(CursorResult[Any], session.execute(query))
+        if result.rowcount != 1:
+            raise StateError(message)
+        session.expire_all()
 
 
 __all__ = ["SessionScope"]

@@ -74,8 +74,13 @@ class Store(Protocol):
         io_schema: dict[str, Any] | None = None,
         drift_reference_sha256: str | None = None,
         updated_at: datetime,
+        expect_state: VersionState | None = None,
     ) -> ModelVersionRecord:
-        """Change the given fields (``None`` leaves a field as it is)."""
+        """Change the given fields (``None`` leaves a field as it is).
+
+        With ``expect_state``, change nothing and raise StateError unless the
+        version is in that state at the moment of writing (compare-and-set).
+        """
         ...
 
     # -- releases ---------------------------------------------------------------
@@ -103,7 +108,12 @@ class Store(Protocol):
         manifest: bytes | None = None,
         revoked_at: datetime | None = None,
         revoke_reason: str | None = None,
-    ) -> ReleaseRecord: ...
+        expect_state: ReleaseState | None = None,
+        expect_manifest: bytes | None = None,
+    ) -> ReleaseRecord:
+        """Change the given fields; with ``expect_*``, only if the release still
+        has that state and those manifest bytes (else StateError, nothing changed)."""
+        ...
 
     # -- revocations ------------------------------------------------------------
     def add_revocation(self, record: RevocationRecord) -> RevocationRecord:

@@ -132,8 +132,19 @@ class SqlStore(SessionScope):
         io_schema: dict[str, Any] | None = None,
         drift_reference_sha256: str | None = None,
         updated_at: datetime,
+        expect_state: VersionState | None = None,
     ) -> ModelVersionRecord:
         with self._write(f"model version id {version_id}") as session:
+            require(session, ModelVersionRow, version_id, f"model version id {version_id}")
+            if expect_state is not None:
+                self._compare_and_set(
+                    session,
+                    ModelVersionRow,
+                    version_id,
+                    [col(ModelVersionRow.state) == expect_state],
+                    {"updated_at": updated_at},
+                    f"model version id {version_id} is no longer {expect_state.value}",
+                )
             row = require(session, ModelVersionRow, version_id, f"model version id {version_id}")
             if drift_reference_sha256 is not None:
                 sha = drift_reference_sha256
@@ -198,8 +209,25 @@ class SqlStore(SessionScope):
         manifest: bytes | None = None,
         revoked_at: datetime | None = None,
         revoke_reason: str | None = None,
+        expect_state: ReleaseState | None = None,
+        expect_manifest: bytes | None = None,
     ) -> ReleaseRecord:
         with self._write(f"release id {release_id}") as session:
+            require(session, ReleaseRow, release_id, f"release id {release_id}")
+            conditions = []
+            if expect_state is not None:
+                conditions.append(col(ReleaseRow.state) == expect_state)
+            if expect_manifest is not None:
+                conditions.append(col(ReleaseRow.manifest) == bytes(expect_manifest))
+            if conditions:
+                self._compare_and_set(
+                    session,
+                    ReleaseRow,
+                    release_id,
+                    conditions,
+                    {"id": release_id},
+                    f"release id {release_id} changed meanwhile; read it again and retry",
+                )
             row = require(session, ReleaseRow, release_id, f"release id {release_id}")
             if state is not None:
                 row.state = state

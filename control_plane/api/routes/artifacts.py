@@ -15,7 +15,8 @@ whole). Bytes under a digest never change, so the ETag is the digest and the
 response may be cached forever. Range handling follows RFC 9110 §14: the
 header is parsed here, a syntactically invalid one or another unit is
 ignored (full 200), unsatisfiable ranges are dropped, and only when none is
-left the answer is 416 with ``Content-Range: bytes */<size>``.
+left the answer is 416 with ``Content-Range: bytes */<size>``. A position of
+more than 19 digits counts as invalid, so the whole header is ignored.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ CACHE_CONTROL = "public, max-age=31536000, immutable"
 #: that plateau while keeping the buffer per open download small.
 DOWNLOAD_CHUNK_BYTES = 512 * 1024
 
-_BYTE_RANGE = re.compile(r"([0-9]*)-([0-9]*)")
+#: At most 19 digits a side (past any file size): int() of a huge digit string
+#: is slow or raises, so a longer number makes the header invalid, i.e. ignored.
+_BYTE_RANGE = re.compile(r"([0-9]{0,19})-([0-9]{0,19})")
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 

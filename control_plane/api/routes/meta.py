@@ -11,6 +11,10 @@ from control_plane.api.errors import ERROR_RESPONSES
 from control_plane.api.schemas import NAME, AuditPublic, Health, WhoAmI
 from fleetcore import __version__
 
+#: Root versions are small counters; a bound keeps absurd ones (hundreds of
+#: digits, a file name too long for the OS) from reaching the key directory.
+MAX_ROOT_VERSION = 2**31 - 1
+
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
 
 
@@ -59,5 +63,7 @@ def latest_root(svc: ServicesDep) -> Response:
     response_class=Response,
     responses={200: {"content": {"application/json": {}}}},
 )
-def root_version(version: Annotated[int, Path(ge=1)], svc: ServicesDep) -> Response:
+def root_version(
+    version: Annotated[int, Path(ge=1, le=MAX_ROOT_VERSION)], svc: ServicesDep
+) -> Response:
     return Response(svc.releases.keys.root_bytes(version), media_type="application/json")

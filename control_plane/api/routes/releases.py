@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from control_plane.api.deps import Operator, ServicesDep, Viewer
@@ -68,7 +69,11 @@ async def get_manifest(
     model: Model, counter: Counter, request: Request, svc: ServicesDep, _: Viewer
 ) -> Response:
     # Async and cached: devices poll this, and a released manifest never changes.
-    body, etag = svc.releases.manifest(model, counter)
+    # A cache miss reads the database in a thread, off the event loop.
+    found = svc.releases.cached_manifest(model, counter)
+    if found is None:
+        found = await anyio.to_thread.run_sync(svc.releases.manifest, model, counter)
+    body, etag = found
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
     return Response(body, media_type="application/json", headers={"ETag": etag})
