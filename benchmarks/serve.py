@@ -51,6 +51,7 @@ import httpx
 import numpy as np
 
 from benchmarks._harness import Processes, cli, cpu_seconds, free_port, say, wait_http, wrk
+from models.tiny import tiny_onnx_bytes
 
 CHUNK = 1 << 20
 NGINX_CONF = """\
@@ -117,26 +118,6 @@ def download_batch(url: str, headers: dict[str, str], count: int, size: int) -> 
     if any(a != f"200 {size}" for a in answers):
         sys.exit(f"a download of {url} failed: {answers}")
     return elapsed
-
-
-def tiny_onnx() -> bytes:
-    from onnx import TensorProto, helper, numpy_helper  # only this figure needs onnx
-
-    weights = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["features", "W"], ["logits"]),
-            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
-        ],
-        "tiny",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3])],
-        initializer=[numpy_helper.from_array(weights, "W")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    data: bytes = model.SerializeToString()
-    return data
 
 
 class Bench:
@@ -255,7 +236,7 @@ class Bench:
     def manifests(self, nginx_url: str) -> dict[str, Any]:
         say("releasing a tiny ONNX model for the manifest figure")
         with httpx.Client(base_url=self.base, headers=self.auth, timeout=120) as client:
-            model = client.post("/v1/artifacts?kind=onnx", content=tiny_onnx())
+            model = client.post("/v1/artifacts?kind=onnx", content=tiny_onnx_bytes())
             model.raise_for_status()
             version = {"version": "1.0.0", "artifact_sha256": model.json()["sha256"]}
             client.post("/v1/models/bench/versions", json=version).raise_for_status()

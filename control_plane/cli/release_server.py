@@ -41,6 +41,13 @@ def _line(item: dict[str, Any]) -> str:
     )
 
 
+def _report(release: dict[str, Any], output: Format) -> None:
+    if output is Format.json:
+        record(release, output)
+    else:
+        console.print(_line(release))
+
+
 @app.command("create")
 @one_line_errors
 def create(
@@ -67,11 +74,7 @@ def create(
         body["expires_in_days"] = whole_duration(
             expires_in, "days", "--expires-in for releases", "365d"
         )
-    result = ApiClient.from_config().post("/v1/releases", body)
-    if output is Format.json:
-        record(result, output)
-    else:
-        console.print(_line(result))
+    _report(ApiClient.from_config().post("/v1/releases", body), output)
 
 
 @app.command("list")
@@ -104,10 +107,7 @@ def revoke(
     result = client.post(
         f"/v1/releases/{found['model']}/{found['counter']}/revoke", {"reason": reason}
     )
-    if output is Format.json:
-        record(result, output)
-    else:
-        console.print(_line(result))
+    _report(result, output)
 
 
 @app.command("download")

@@ -4,7 +4,6 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -35,26 +34,11 @@ def fleetctl(monkeypatch: pytest.MonkeyPatch) -> Fleetctl:
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 4-feature, 3-class softmax model, built directly with onnx.helper."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    """A 4-feature, 3-class softmax model (``models.tiny``), as a file."""
+    from models.tiny import tiny_onnx_bytes
 
-    rng = np.random.default_rng(0)
-    weights = numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "W")
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["features", "W"], ["logits"]),
-            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
-        ],
-        "tiny",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3])],
-        initializer=[weights],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
     path = tmp_path_factory.mktemp("model") / "tiny.onnx"
-    onnx.save(model, path)
+    path.write_bytes(tiny_onnx_bytes())
     return path
 
 
