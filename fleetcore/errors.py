@@ -21,7 +21,8 @@ line can print one line that says which check failed::
     │   └── HashMismatchError           digest differs from the signed one
     ├── UnsafePathError                 artifact name or digest would escape its store
     ├── RuntimeLoadError                model could not be loaded or run by its runtime
-    └── SmokeTestError                  model outputs differ from the signed smoke vectors
+    ├── SmokeTestError                  model outputs differ from the signed smoke vectors
+    └── ProtocolError                   a malformed wire message or topic
 
 Foreign exceptions (``json``, ``cryptography``, ``OSError``) are converted at
 the edge with ``raise ... from exc`` so callers catch one tree.
@@ -148,6 +149,12 @@ class SmokeTestError(EdgefleetError):
     check = "smoke"
 
 
+class ProtocolError(EdgefleetError):
+    """A wire message, topic or device id that does not follow the protocol."""
+
+    check = "protocol"
+
+
 __all__ = [
     "ArtifactError",
     "BelowFloorError",
@@ -158,6 +165,7 @@ __all__ = [
     "LengthMismatchError",
     "MetadataError",
     "MismatchError",
+    "ProtocolError",
     "RevokedError",
     "RollbackError",
     "RuntimeLoadError",
