@@ -1,8 +1,10 @@
 """Model slots: which verified model is active, switched atomically.
 
 Theory of operation. Verified artifacts live in a content-addressed store
-under the data directory (``store/<aa>/<bb>/<sha256>``, see
-:func:`fleetcore.artifact.store_path`). Which one is served is recorded in one
+under the data directory (``store/sha256/<ab>/<sha256>``, see
+:func:`fleetcore.artifact.store_path`); downloads in progress are
+``downloads/<sha256>.part`` on the same file system, so installing a verified
+download into the store is one ``os.replace``. Which one is served is recorded in one
 small pointer file, ``slots/active.json``. Switching models is a pointer
 switch: write a temporary file, fsync it, ``os.replace`` it over the pointer,
 fsync the directory. A reader therefore sees the old pointer or the new one,
@@ -10,6 +12,11 @@ never a torn one, and a power cut leaves one of the two.
 
 Anything that serves the model (the daemon, or an application using the
 in-process API) reads the pointer with :func:`read_active`.
+
+Invariants: a blob in the store has been verified against its signed hash
+before it was moved there; :func:`collect_garbage` never deletes a blob named
+in its ``keep`` set, and the updater always keeps the active, the committed and
+the previous committed release.
 """
 
 from __future__ import annotations
@@ -20,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetcore.artifact import store_path
+from fleetcore.artifact import check_digest, store_path
 
 ACTIVE_POINTER = Path("slots") / "active.json"
+DOWNLOADS_DIR = Path("downloads")
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,51 @@ def blob_path(data_dir: Path, sha256: str) -> Path:
     return data_dir / "store" / store_path(sha256)
 
 
+def part_path(data_dir: Path, sha256: str) -> Path:
+    """Where the download of ``sha256`` accumulates until it is verified."""
+    return data_dir / DOWNLOADS_DIR / f"{check_digest(sha256)}.part"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def install_blob(data_dir: Path, source: Path, sha256: str) -> Path:
+    """Move verified bytes at ``source`` into the store, atomically and durably."""
+    target = blob_path(data_dir, sha256)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with source.open("rb+") as handle:
+        os.fsync(handle.fileno())
+    source.replace(target)
+    fsync_dir(target.parent)
+    fsync_dir(source.parent)
+    return target
+
+
+def collect_garbage(data_dir: Path, keep: set[str]) -> list[str]:
+    """Delete stored blobs and partial downloads whose digest is not in ``keep``."""
+    removed: list[str] = []
+    store = data_dir / "store" / "sha256"
+    candidates = list(store.glob("*/*")) if store.is_dir() else []
+    downloads = data_dir / DOWNLOADS_DIR
+    if downloads.is_dir():
+        candidates += list(downloads.glob("*.part"))
+    for path in candidates:
+        digest = path.name.removesuffix(".part")
+        if digest in keep:
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(digest)
+    return removed
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that readers see old or new, never torn."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,11 +122,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     tmp.replace(path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def read_active(data_dir: Path) -> Slot | None:
@@ -92,4 +141,16 @@ def write_active(data_dir: Path, slot: Slot | None) -> None:
     atomic_write(data_dir / ACTIVE_POINTER, json.dumps(body, sort_keys=True).encode())
 
 
-__all__ = ["ACTIVE_POINTER", "Slot", "atomic_write", "blob_path", "read_active", "write_active"]
+__all__ = [
+    "ACTIVE_POINTER",
+    "DOWNLOADS_DIR",
+    "Slot",
+    "atomic_write",
+    "blob_path",
+    "collect_garbage",
+    "fsync_dir",
+    "install_blob",
+    "part_path",
+    "read_active",
+    "write_active",
+]

@@ -68,6 +68,10 @@ class ModelRuntime(Protocol):
         """Run one batch; raises RuntimeLoadError if the runtime fails."""
         ...
 
+    def run_validated(self, feeds: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+        """Run feeds already checked against :attr:`inputs`: exact names and dtypes."""
+        ...
+
 
 @dataclass(frozen=True)
 class SmokeResult:

@@ -244,6 +244,11 @@ class TfliteModel:
                     f"TFLite interpreter failed to run the model: {exc}"
                 ) from exc
 
+    def run_validated(self, feeds: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+        """Same as :meth:`run`: the shape check stays, since a bad shape can crash
+        the interpreter, and it is cheap next to an invocation."""
+        return self.run(feeds)
+
     def _run_locked(self, feeds: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         interp = self._interpreter
         prepared = [(port, port.to_model(feeds[port.name])) for port in self._in]

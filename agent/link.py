@@ -1,0 +1,141 @@
+"""The link: two threads between a transport, the updater and the outbox.
+
+Theory of operation. The *receiver* calls :meth:`Transport.receive` in a loop
+and hands every document to ``on_desired`` (the updater's mailbox); the
+*sender* waits until the outbox has something (or a few seconds passed),
+sends the oldest reports in ``seq`` order and acknowledges exactly the ones the
+transport confirmed, so a report is removed only after PUBACK or HTTP 200.
+The two are separate so a 30-second HTTP long-poll never delays a report.
+Both back off exponentially (capped at ``retry_max_s``) after a
+:class:`~agent.errors.TransportError` and try again; nothing here gives up.
+
+The path in use (``mqtt``, ``http``, ``none``) is written to the state
+database whenever it changes, for ``fleet-agent status``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from agent.errors import AgentError, AuthError, TransportError
+from agent.outbox import Outbox
+from agent.statedb import StateDB
+from agent.transport import Transport
+
+log = logging.getLogger(__name__)
+BATCH = 100
+#: How long the sender sleeps when the outbox is empty (it wakes on enqueue).
+IDLE_S = 5.0
+LINK_KEY = "link"
+
+
+class Link:
+    def __init__(
+        self,
+        transport: Transport,
+        outbox: Outbox,
+        on_desired: Callable[[bytes], None],
+        *,
+        db: StateDB | None = None,
+        receive_timeout_s: float = 30.0,
+        retry_max_s: float = 60.0,
+    ) -> None:
+        self.transport, self.outbox, self.on_desired = transport, outbox, on_desired
+        self.db = db
+        self.receive_timeout_s, self.retry_max_s = receive_timeout_s, retry_max_s
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._current = ""
+        self._current_lock = threading.Lock()
+
+    def start(self) -> None:
+        self.transport.start()
+        for name, target in (("receiver", self._receive_loop), ("sender", self._send_loop)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, flush_timeout_s: float = 2.0) -> None:
+        """Stop both threads; give queued reports a moment to leave first."""
+        deadline = time.monotonic() + flush_timeout_s
+        while self.outbox.stats().depth and time.monotonic() < deadline:
+            self.outbox.wakeup.set()
+            time.sleep(0.05)
+        self._stop.set()
+        self.outbox.wakeup.set()
+        self.transport.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _note_current(self) -> None:
+        current = self.transport.current
+        with self._current_lock:
+            if current == self._current:
+                return
+            self._current = current
+        log.info("link: %s", current)
+        if self.db is not None:
+            try:
+                self.db.put(LINK_KEY, {"transport": current, "since": time.time()})
+            except AgentError as exc:
+                log.debug("could not record the link state: %s", exc)
+
+    def _backoff(self, delay: float, exc: Exception) -> float:
+        level = logging.ERROR if isinstance(exc, AuthError) else logging.WARNING
+        log.log(level, "link: %s; retrying in %.0f s", exc, delay)
+        self._stop.wait(delay)
+        return min(delay * 2, self.retry_max_s)
+
+    def _receive_loop(self) -> None:
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                document = self.transport.receive(self.receive_timeout_s)
+            except AgentError as exc:
+                self._note_current()
+                delay = self._backoff(delay, exc)
+                continue
+            except Exception as exc:  # a bug must not silently end the receiver
+                log.exception("link: unexpected error while receiving")
+                delay = self._backoff(delay, exc)
+                continue
+            delay = 1.0
+            self._note_current()
+            if document is not None:
+                self.on_desired(document)
+
+    def _send_loop(self) -> None:
+        delay = 1.0
+        while not self._stop.is_set():
+            self.outbox.wakeup.wait(IDLE_S)
+            self.outbox.wakeup.clear()
+            try:
+                delay = 1.0 if self.flush() else delay
+            except AgentError as exc:
+                self._note_current()
+                delay = self._backoff(delay, exc)
+                self.outbox.wakeup.set()  # try again after the backoff
+            except Exception as exc:  # a bug must not silently end the sender
+                log.exception("link: unexpected error while sending")
+                delay = self._backoff(delay, exc)
+                self.outbox.wakeup.set()
+
+    def flush(self) -> bool:
+        """Send queued reports until the outbox is empty; True if any were confirmed."""
+        sent = False
+        while not self._stop.is_set():
+            items = self.outbox.peek(BATCH)
+            if not items:
+                return sent
+            confirmed = self.transport.send([item.body for item in items])
+            self.outbox.ack(item.seq for item in items[:confirmed])
+            sent = sent or confirmed > 0
+            if confirmed < len(items):
+                raise TransportError(f"{len(items) - confirmed} report(s) not confirmed yet")
+        return sent
+
+
+__all__ = ["LINK_KEY", "Link"]
