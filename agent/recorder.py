@@ -53,7 +53,12 @@ class Recorder:
 
     def report(self, j: Journal, **override: Any) -> StatusReport:
         upd = j.update
-        active = read_active(self.data_dir)
+        slot = read_active(self.data_dir)
+        active = None if slot is None else Installed(slot.model, slot.release, slot.sha256)
+        if j.state is UpdateState.REVERTED:
+            # The report is written before the pointer moves back; it describes
+            # the outcome, which the revert (redone on resume) makes true.
+            active = None if j.committed is None else j.committed.installed()
         fallback = j.committed if j.state in ACTIVATED else j.previous
         fields: dict[str, Any] = {
             "device": self.device_id,
@@ -62,9 +67,7 @@ class Recorder:
             "state": j.state,
             "target": None if upd is None else upd.target.installed(),
             "assignment_sequence": None if upd is None else upd.sequence,
-            "active": None
-            if active is None
-            else Installed(active.model, active.release, active.sha256),
+            "active": active,
             "previous": None if fallback is None else fallback.installed(),
             "reason": j.reason,
             "message": j.message,

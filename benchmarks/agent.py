@@ -22,6 +22,9 @@ JSON line per figure:
   the ONNX and the TFLite model; and, in one fresh process, the VmRSS after
   each import or step (numpy, onnxruntime, fleetcore, agent modules, model
   load, httpx, paho-mqtt), so the cost of each is visible.
+* ``assignment_to_commit``: a real broker, control plane and agent on
+  loopback; from a published assignment of a fresh 1 MB model to the agent's
+  ``committed`` report (``benchmarks._agent_update``).
 
 Each section is a function ``Context -> list[Figure]`` registered in
 ``SECTIONS``; ``main`` runs the chosen ones in order, so a new figure is one
@@ -310,10 +313,17 @@ def agent_rss(ctx: Context) -> list[Figure]:
     return figures
 
 
+def assignment_to_commit(ctx: Context) -> list[Figure]:
+    from benchmarks._agent_update import assignment_to_commit as measure
+
+    return measure()
+
+
 SECTIONS: dict[str, Callable[[Context], list[Figure]]] = {
     "in_process_overhead": in_process_overhead,
     "local_api_latency": local_api_latency,
     "agent_rss": agent_rss,
+    "assignment_to_commit": assignment_to_commit,
 }
 
 

@@ -4,19 +4,20 @@ Nothing is read at import time: :func:`load_settings` builds a
 :class:`Settings` when the server or a command starts. Nested groups use a
 double underscore in the environment, e.g. ``EDGEFLEET_VALIDATION__MAX_ACCURACY_DROP``.
 
-Placeholder secrets are refused at load: a database password or key
-passphrase such as ``changethis`` stops the server rather than running it
-insecurely.
+Placeholder secrets are refused at load: a database password, key
+passphrase or MQTT password such as ``changethis`` stops the server rather
+than running it insecurely. Secrets are :class:`~pydantic.SecretStr`, so they
+never appear in a ``repr`` or a log line.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -42,6 +43,58 @@ class ValidationSettings(BaseModel):
     smoke_vectors: int = Field(8, ge=1, le=64)
     smoke_atol: float = Field(1e-2, ge=0)
     smoke_rtol: float = Field(0.0, ge=0)
+
+
+MQTT_SCHEMES = ("mqtt", "mqtts")
+
+
+def _check_mqtt_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in MQTT_SCHEMES or not parts.hostname:
+        raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
+    if parts.username or parts.password:
+        raise ValueError("must not carry credentials; use mqtt.username and mqtt.password")
+    _ = parts.port  # raises ValueError for a port out of range
+    return value
+
+
+class MqttSettings(BaseModel):
+    """The broker devices talk to; without ``url`` the control plane speaks HTTP only."""
+
+    url: str | None = Field(None, description="the control plane's broker, mqtt:// or mqtts://")
+    device_url: str | None = Field(None, description="the broker URL devices are told; default url")
+    username: str = Field("control-plane", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    password: SecretStr | None = Field(None, description="the control plane's broker password")
+    password_file: Path | None = Field(
+        None, description="Mosquitto password file kept in sync with enrolled devices"
+    )
+    broker_pid_file: Path | None = Field(
+        None, description="Mosquitto's pid file: SIGHUP after the password file changes"
+    )
+    shared_group: str = Field(
+        "control-plane",
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$",
+        description="MQTT 5 shared-subscription group ('' subscribes plainly)",
+    )
+    protocol: Literal["auto", "5", "3.1.1"] = Field(
+        "auto", description="auto: MQTT 5 when the broker offers it, else 3.1.1"
+    )
+    keepalive_s: int = Field(30, ge=5, le=300)
+    session_expiry_s: int = Field(
+        3600, ge=0, le=30 * 86_400, description="MQTT 5: how long the broker keeps our session"
+    )
+    reconnect_max_s: int = Field(30, ge=1, le=600, description="longest wait between reconnects")
+    tls_ca_file: Path | None = Field(None, description="CA bundle for mqtts:// (default: system)")
+    ingest_queue_messages: int = Field(10_000, ge=10, le=1_000_000)
+    ingest_batch_messages: int = Field(500, ge=1, le=10_000)
+
+    _urls = field_validator("url", "device_url")(_check_mqtt_url)
+
+    @property
+    def devices_url(self) -> str | None:
+        return self.device_url or self.url
 
 
 class Settings(BaseSettings):
@@ -73,7 +126,20 @@ class Settings(BaseSettings):
     public_artifacts: bool = Field(
         False, description="serve artifacts without a token (they are verified by hash anyway)"
     )
+    assignment_expires_days: int = Field(
+        30, ge=1, le=365, description="lifetime of director assignments; renewed at half"
+    )
+    assignment_renew_check_s: float = Field(
+        600.0, gt=0, le=86_400, description="how often assignments due for renewal are re-signed"
+    )
+    desired_check_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="how often a long-poll looks for assignments made by other workers",
+    )
     validation: ValidationSettings = ValidationSettings()
+    mqtt: MqttSettings = MqttSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -98,6 +164,14 @@ class Settings(BaseSettings):
         passphrase = os.environ.get(self.key_passphrase_env)
         if passphrase is not None and passphrase.lower() in PLACEHOLDER_SECRETS:
             raise ValueError(f"{self.key_passphrase_env} is a placeholder; set a real passphrase")
+        mqtt_password = self.mqtt.password
+        if mqtt_password is not None and (
+            mqtt_password.get_secret_value().lower() in PLACEHOLDER_SECRETS
+            or not mqtt_password.get_secret_value()
+        ):
+            raise ValueError("mqtt.password is a placeholder; set a real one")
+        if (self.mqtt.url or self.mqtt.password_file) and mqtt_password is None:
+            raise ValueError("mqtt.password is needed with mqtt.url or mqtt.password_file")
         return self
 
     @property
@@ -135,4 +209,10 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigurationError(f"{where}: {first['msg']}") from exc
 
 
-__all__ = ["PLACEHOLDER_SECRETS", "Settings", "ValidationSettings", "load_settings"]
+__all__ = [
+    "PLACEHOLDER_SECRETS",
+    "MqttSettings",
+    "Settings",
+    "ValidationSettings",
+    "load_settings",
+]

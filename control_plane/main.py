@@ -3,54 +3,131 @@
 ``create_app(settings)`` wires the services and routes and returns a FastAPI
 app; nothing happens at import time. ``fleetctl serve`` runs
 ``create_app_from_env`` under uvicorn after applying database migrations.
+
+The lifespan of each worker brings the broker's password file up to date,
+starts the MQTT bridge when ``mqtt.url`` is set, and runs one background task
+that renews assignments due for renewal (and re-syncs the password file)
+every ``assignment_renew_check_s`` seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from control_plane.api import errors
 from control_plane.api.limits import BodyLimitMiddleware
-from control_plane.api.routes import artifacts, meta, models, releases, tokens
+from control_plane.api.routes import (
+    artifacts,
+    device_api,
+    devices,
+    meta,
+    models,
+    releases,
+    tokens,
+)
 from control_plane.artifacts.filesystem import FilesystemArtifactStore
 from control_plane.auth import AuthService
 from control_plane.config import Settings, load_settings
 from control_plane.db.engine import make_engine
+from control_plane.devices.auth import DeviceAuth
+from control_plane.devices.broker import BrokerAccounts
+from control_plane.devices.desired import DesiredService, DesiredWatch
+from control_plane.devices.director import Director
+from control_plane.devices.enroll import EnrollmentService
+from control_plane.devices.ingest import ReportIngest
+from control_plane.devices.service import DeviceService
+from control_plane.mqtt.bridge import MqttBridge
 from control_plane.registry.service import RegistryService
 from control_plane.releases.service import ReleaseService
-from control_plane.services import Services, utc_now
+from control_plane.services import DeviceServices, Services, utc_now
+from control_plane.store import Store
 from control_plane.store.sql import SqlStore
 from fleetcore import __version__
 
+log = logging.getLogger("edgefleet")
+
 DESCRIPTION = """\
 The edgefleet control plane: a registry of quantized model versions with a
-validation gate, signed releases, content-addressed artifact serving, operator
-tokens with roles, and an audit log of every change.
+validation gate, signed releases, content-addressed artifact serving, device
+enrollment, signed per-device assignments (over MQTT and HTTP long-poll),
+status reports, operator tokens with roles, and an audit log of every change.
 
 Authenticate with `Authorization: Bearer <token>` (create the first admin token
 on the server host with `fleetctl token create NAME --role admin --local`).
+Devices use their enrollment token (`efe_…`) to enroll and their device token
+(`efd_…`) afterwards.
 Errors have one shape: `{"error": {"code": "...", "message": "..."}}`.
 """
+
+
+def build_devices(
+    settings: Settings, store: Store, release_service: ReleaseService, clock: Callable[[], datetime]
+) -> DeviceServices:
+    """The device services, wired: assignments wake long-polls and go out over MQTT."""
+    cache = timedelta(seconds=settings.token_cache_s)
+    device_auth = DeviceAuth(store, clock, cache)
+    broker = BrokerAccounts(settings.mqtt, store.mqtt_accounts)
+    director = Director(store, release_service, settings, clock)
+    watch = DesiredWatch(store.desired_sequences, settings.desired_check_s)
+    ingest = ReportIngest(store, clock)
+    device_service = DeviceService(store, device_auth, broker, clock)
+    director.listeners.append(watch.notify)
+    bridge = None
+    if settings.mqtt.url is not None:
+        bridge = MqttBridge(
+            settings.mqtt, settings.data_dir / "mqtt", store, director, ingest, clock
+        )
+        director.listeners.append(bridge.publish_latest)
+        device_service.on_decommission.append(bridge.clear)
+    return DeviceServices(
+        auth=device_auth,
+        devices=device_service,
+        enrollment=EnrollmentService(store, release_service.keys, broker, settings, clock),
+        director=director,
+        desired=DesiredService(director, watch),
+        ingest=ingest,
+        broker=broker,
+        bridge=bridge,
+    )
 
 
 def build_services(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Services:
     store = SqlStore(make_engine(settings.db_url))
     artifacts_store = FilesystemArtifactStore(settings.artifacts_path)
     registry = RegistryService(store, artifacts_store, settings, clock)
+    release_service = ReleaseService(store, registry, settings, clock)
     return Services(
         settings=settings,
         store=store,
         artifacts=artifacts_store,
         auth=AuthService(store, clock, cache_ttl=timedelta(seconds=settings.token_cache_s)),
         registry=registry,
-        releases=ReleaseService(store, registry, settings, clock),
+        releases=release_service,
         clock=clock,
+        fleet=build_devices(settings, store, release_service, clock),
     )
+
+
+async def _maintain(fleet: DeviceServices, every_s: float) -> None:
+    """Renew assignments due for renewal and heal the broker's password file, forever."""
+    while True:
+        try:
+            renewed = await anyio.to_thread.run_sync(fleet.director.renew_due)
+            if renewed:
+                log.info("renewed %d assignment(s)", len(renewed))
+            await anyio.to_thread.run_sync(fleet.broker.sync_quietly)
+        except Exception:  # a database hiccup: try again next round
+            log.exception("assignment renewal failed")
+        await asyncio.sleep(every_s)
 
 
 def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
@@ -63,7 +140,22 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         # do not stall the event loop (tail latency).
         gc.collect()
         gc.freeze()
+        fleet = svc.fleet
+        maintenance = None
+        if fleet is not None:
+            # The control plane's own broker account must exist before it connects.
+            await anyio.to_thread.run_sync(fleet.broker.sync_quietly)
+            if fleet.bridge is not None:
+                fleet.bridge.start()
+            interval = settings.assignment_renew_check_s
+            maintenance = asyncio.create_task(_maintain(fleet, interval), name="maintenance")
         yield
+        if maintenance is not None:
+            maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await maintenance
+        if fleet is not None and fleet.bridge is not None:
+            await anyio.to_thread.run_sync(fleet.bridge.stop)
         dispose = getattr(svc.store, "dispose", None)
         if callable(dispose):
             dispose()
@@ -77,7 +169,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.state.services = svc
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     errors.install(app)
-    for module in (meta, artifacts, models, releases, tokens):
+    for module in (meta, artifacts, models, releases, tokens, devices, device_api):
         app.include_router(module.router)
     return app
 
@@ -87,4 +179,4 @@ def create_app_from_env() -> FastAPI:
     return create_app(load_settings())
 
 
-__all__ = ["build_services", "create_app", "create_app_from_env"]
+__all__ = ["build_devices", "build_services", "create_app", "create_app_from_env"]

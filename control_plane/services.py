@@ -18,12 +18,34 @@ from control_plane.config import Settings
 from control_plane.store import Store
 
 if TYPE_CHECKING:
+    from control_plane.devices.auth import DeviceAuth
+    from control_plane.devices.broker import BrokerAccounts
+    from control_plane.devices.desired import DesiredService
+    from control_plane.devices.director import Director
+    from control_plane.devices.enroll import EnrollmentService
+    from control_plane.devices.ingest import ReportIngest
+    from control_plane.devices.service import DeviceService
+    from control_plane.mqtt.bridge import MqttBridge
     from control_plane.registry.service import RegistryService
     from control_plane.releases.service import ReleaseService
 
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+@dataclass
+class DeviceServices:
+    """Everything about enrolled devices: identity, assignments, reports, the broker."""
+
+    auth: DeviceAuth
+    devices: DeviceService
+    enrollment: EnrollmentService
+    director: Director
+    desired: DesiredService
+    ingest: ReportIngest
+    broker: BrokerAccounts
+    bridge: MqttBridge | None = None
 
 
 @dataclass
@@ -35,6 +57,8 @@ class Services:
     registry: RegistryService
     releases: ReleaseService
     clock: Callable[[], datetime] = utc_now
+    #: ``None`` only in tests that mount a few routes without devices.
+    fleet: DeviceServices | None = None
 
 
-__all__ = ["Services", "utc_now"]
+__all__ = ["DeviceServices", "Services", "utc_now"]

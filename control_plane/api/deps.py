@@ -6,7 +6,8 @@ Routes declare what they need with ``Annotated`` aliases::
 
 ``Viewer``, ``Operator`` and ``Admin`` authenticate the bearer token and check
 the role (viewer < operator < admin); a missing or bad token is 401, a role
-too low is 403.
+too low is 403. ``Device`` authenticates a device token (``efd_…``); routes
+call ``device.require(device_id)`` so a device only acts on its own id (403).
 """
 
 from __future__ import annotations
@@ -19,11 +20,16 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from control_plane.auth import Actor
-from control_plane.errors import PermissionDeniedError
-from control_plane.services import Services
+from control_plane.devices.auth import DeviceCaller
+from control_plane.errors import ConfigurationError, PermissionDeniedError
+from control_plane.services import DeviceServices, Services
 from control_plane.store import Role
 
-bearer = HTTPBearer(auto_error=False, description="An operator token from 'fleetctl token create'")
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An operator token (efo_…), or on device routes an enrollment (efe_…) "
+    "or device token (efd_…)",
+)
 
 
 # These dependencies are async on purpose: FastAPI runs sync dependencies in a
@@ -65,4 +71,36 @@ Viewer = Annotated[Actor, Depends(require(Role.VIEWER))]
 Operator = Annotated[Actor, Depends(require(Role.OPERATOR))]
 Admin = Annotated[Actor, Depends(require(Role.ADMIN))]
 
-__all__ = ["Admin", "Operator", "ServicesDep", "Viewer", "get_actor", "get_services", "require"]
+
+async def get_fleet(svc: ServicesDep) -> DeviceServices:
+    if svc.fleet is None:
+        raise ConfigurationError("this server was built without its device services")
+    return svc.fleet
+
+
+FleetDep = Annotated[DeviceServices, Depends(get_fleet)]
+
+
+async def get_device(fleet: FleetDep, credentials: Credentials) -> DeviceCaller:
+    token = None if credentials is None else credentials.credentials
+    caller = fleet.auth.cached(token)
+    if caller is not None:
+        return caller
+    return await anyio.to_thread.run_sync(fleet.auth.authenticate, token)
+
+
+Device = Annotated[DeviceCaller, Depends(get_device)]
+
+__all__ = [
+    "Admin",
+    "Device",
+    "FleetDep",
+    "Operator",
+    "ServicesDep",
+    "Viewer",
+    "get_actor",
+    "get_device",
+    "get_fleet",
+    "get_services",
+    "require",
+]

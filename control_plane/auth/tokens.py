@@ -1,7 +1,8 @@
 """Bearer tokens: random secrets shown once, stored only as SHA-256 hashes.
 
 A token is a prefix naming its kind plus 32 random bytes in URL-safe base64
-(``efo_…`` for operators, ``efe_…`` for device enrollment). The secrets are
+(``efo_…`` for operators, ``efe_…`` for device enrollment, ``efd_…`` for an
+enrolled device). The secrets are
 high-entropy, so a plain SHA-256 is enough for storage (no slow KDF needed);
 lookups are by hash, so comparing secrets never happens in Python.
 """
@@ -14,7 +15,8 @@ import secrets
 
 OPERATOR_PREFIX = "efo_"
 ENROLL_PREFIX = "efe_"
-_SHAPE = re.compile(r"ef[oe]_[A-Za-z0-9_-]{43}")
+DEVICE_PREFIX = "efd_"
+_SHAPE = re.compile(r"ef[oed]_[A-Za-z0-9_-]{43}")
 
 
 def new_token(prefix: str) -> str:
@@ -29,4 +31,11 @@ def well_formed(token: str, prefix: str) -> bool:
     return token.startswith(prefix) and bool(_SHAPE.fullmatch(token))
 
 
-__all__ = ["ENROLL_PREFIX", "OPERATOR_PREFIX", "hash_token", "new_token", "well_formed"]
+__all__ = [
+    "DEVICE_PREFIX",
+    "ENROLL_PREFIX",
+    "OPERATOR_PREFIX",
+    "hash_token",
+    "new_token",
+    "well_formed",
+]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from control_plane.cli import db, keys, models, release, release_server, server, tokens
+from control_plane.cli import db, devices, keys, models, release, release_server, server, tokens
 
 app = typer.Typer(
     name="fleetctl",
-    help="Operate an edgefleet: keys, the model registry, signed releases, tokens and audit.",
+    help="Operate an edgefleet: keys, the model registry, signed releases, devices, tokens "
+    "and audit.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -16,6 +17,7 @@ app = typer.Typer(
 app.add_typer(keys.app, name="keys")
 app.add_typer(models.app, name="model")
 app.add_typer(release.app, name="release")
+app.add_typer(devices.app, name="device")
 app.add_typer(tokens.token_app, name="token")
 app.add_typer(tokens.enroll_app, name="enroll-token")
 app.add_typer(db.app, name="db")

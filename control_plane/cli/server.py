@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Annotated
@@ -42,6 +43,7 @@ def serve(
     'fleetctl token create NAME --role admin --local'.
     """
     import uvicorn  # noqa: PLC0415 - only the server needs it
+    from uvicorn.config import LOGGING_CONFIG  # noqa: PLC0415
 
     from control_plane.config import load_settings  # noqa: PLC0415
     from control_plane.db.migrate import upgrade  # noqa: PLC0415
@@ -55,8 +57,16 @@ def serve(
             f"[yellow]warning:[/yellow] no keys in {settings.keys_path}: releases cannot be "
             f"signed until you run 'fleetctl keys init {settings.keys_path}'"
         )
+    # The control plane's own loggers (edgefleet.*) print beside uvicorn's.
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    log_config["loggers"]["edgefleet"] = {
+        "handlers": ["default"],
+        "level": "INFO",
+        "propagate": False,
+    }
     uvicorn.run(
         "control_plane.main:create_app_from_env",
+        log_config=log_config,
         factory=True,
         host=host or settings.host,
         port=settings.port if port is None else port,

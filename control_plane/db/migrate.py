@@ -10,7 +10,8 @@ does the same.
 
 The revisions live in ``migrations/versions`` and form one line:
 ``0001_registry`` (artifacts, model versions, releases, revocations), then
-``0002_auth_audit`` (API tokens, enrollment tokens, the audit log).
+``0002_auth_audit`` (API tokens, enrollment tokens, the audit log), then
+``0003_devices`` (enrolled devices, their assignments and status reports).
 
 Errors: an unknown revision, or a database at a revision this code does not
 know, raises :class:`~control_plane.errors.InvalidInputError`; database

@@ -29,6 +29,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Dialect,
     Index,
     Integer,
@@ -43,6 +44,7 @@ from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from control_plane.store.records import ReleaseState, Role, VersionState
+from fleetcore.protocol import UpdateState
 
 E = TypeVar("E", bound=Enum)
 
@@ -208,11 +210,81 @@ class AuditEntryRow(TableBase, table=True):
     change: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
 
 
+class DeviceRow(TableBase, table=True):
+    __tablename__ = "device"
+
+    id: str = Field(sa_type=String, primary_key=True)
+    hostname: str = Field(sa_type=String)
+    public_key: str = Field(sa_type=String)
+    keyid: str = Field(sa_type=String, unique=True)
+    labels: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
+    capabilities: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    token_hash: str = Field(sa_type=String, unique=True)
+    mqtt_password_hash: str = Field(sa_type=String)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    state: UpdateState | None = Field(default=None, sa_type=EnumText(UpdateState), index=True)
+    state_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    state_sequence: int | None = Field(default=None, sa_type=Integer)
+    target_model: str | None = Field(default=None, sa_type=String)
+    target_release: int | None = Field(default=None, sa_type=Integer)
+    target_sha256: str | None = Field(default=None, sa_type=String)
+    current_model: str | None = Field(default=None, sa_type=String)
+    current_release: int | None = Field(default=None, sa_type=Integer)
+    current_sha256: str | None = Field(default=None, sa_type=String)
+    previous_model: str | None = Field(default=None, sa_type=String)
+    previous_release: int | None = Field(default=None, sa_type=Integer)
+    previous_sha256: str | None = Field(default=None, sa_type=String)
+    last_reason: str | None = Field(default=None, sa_type=String)
+    last_message: str | None = Field(default=None, sa_type=Text)
+    agent_version: str | None = Field(default=None, sa_type=String)
+    desired_sequence: int = Field(default=0, sa_type=Integer)
+    last_seq: int = Field(default=0, sa_type=BigInteger)
+    last_seen: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    online: bool = Field(default=False, sa_type=Boolean)
+    malformed_reports: int = Field(default=0, sa_type=Integer)
+    decommissioned_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class DeviceAssignmentRow(TableBase, table=True):
+    __tablename__ = "device_assignment"
+    __table_args__ = (UniqueConstraint("device_id", "sequence"),)
+
+    id: int | None = Field(default=None, sa_type=Integer, primary_key=True)
+    device_id: str = Field(sa_type=String, foreign_key="device.id")
+    sequence: int = Field(sa_type=Integer)
+    model: str = Field(sa_type=String)
+    release: int = Field(sa_type=Integer)
+    manifest_sha256: str = Field(sa_type=String)
+    artifact_sha256: str = Field(sa_type=String)
+    envelope: bytes = Field(sa_type=LargeBinary)
+    issued_at: datetime = Field(sa_type=UtcDateTime)
+    expires_at: datetime = Field(sa_type=UtcDateTime, index=True)
+    created_by: str = Field(sa_type=String)
+    published_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class DeviceReportRow(TableBase, table=True):
+    __tablename__ = "device_report"
+    __table_args__ = (UniqueConstraint("device_id", "seq"),)
+
+    id: int | None = Field(default=None, sa_type=Integer, primary_key=True)
+    device_id: str = Field(sa_type=String, foreign_key="device.id")
+    seq: int = Field(sa_type=BigInteger)
+    state: UpdateState = Field(sa_type=EnumText(UpdateState))
+    time: datetime = Field(sa_type=UtcDateTime)
+    received_at: datetime = Field(sa_type=UtcDateTime)
+    transport: str = Field(sa_type=String)
+    report: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
 __all__ = [
     "NAMING_CONVENTION",
     "ApiTokenRow",
     "ArtifactRow",
     "AuditEntryRow",
+    "DeviceAssignmentRow",
+    "DeviceReportRow",
+    "DeviceRow",
     "EnrollTokenRow",
     "EnumText",
     "ModelVersionRow",

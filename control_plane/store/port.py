@@ -14,10 +14,16 @@ operation leaves nothing half-written.
 Errors: uniqueness violations raise :class:`~control_plane.errors.ConflictError`;
 updates of a missing id raise :class:`~control_plane.errors.NotFoundError`.
 Lookups return ``None`` rather than raising.
+
+Devices: assignment sequences are allocated by one conditional UPDATE of the
+device row, so two concurrent assignments never share a sequence; status
+reports are stored once per ``(device, seq)`` and only a report newer than the
+device's ``last_seq`` moves its state.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
@@ -26,13 +32,18 @@ from control_plane.store.records import (
     ApiTokenRecord,
     ArtifactRecord,
     AuditRecord,
+    DeviceAssignmentRecord,
+    DeviceRecord,
+    DeviceReportRecord,
     EnrollTokenRecord,
     ModelVersionRecord,
     ReleaseRecord,
     ReleaseState,
+    ReportsResult,
     RevocationRecord,
     VersionState,
 )
+from fleetcore.protocol import UpdateState
 
 
 class Store(Protocol):
@@ -150,6 +161,96 @@ class Store(Protocol):
 
     def use_enroll_token(self, token_id: int, now: datetime) -> EnrollTokenRecord:
         """Atomically count one use; StateError if used up or expired."""
+        ...
+
+    # -- devices ------------------------------------------------------------------
+    def add_device(self, record: DeviceRecord) -> DeviceRecord:
+        """ConflictError if the id, the public key or the token hash is already stored."""
+        ...
+
+    def get_device(self, device_id: str) -> DeviceRecord | None: ...
+
+    def find_device_by_token(self, token_hash: str) -> DeviceRecord | None: ...
+
+    def list_devices(
+        self,
+        *,
+        labels: dict[str, str] | None = None,
+        state: UpdateState | None = None,
+        include_decommissioned: bool = False,
+        after: str | None = None,
+        limit: int = 1000,
+    ) -> list[DeviceRecord]:
+        """By id; ``labels`` must all match; ``after`` pages on from a device id."""
+        ...
+
+    def update_device_labels(self, device_id: str, labels: dict[str, str]) -> DeviceRecord:
+        """Replace the labels; NotFoundError if missing, StateError if decommissioned."""
+        ...
+
+    def decommission_device(self, device_id: str, now: datetime) -> DeviceRecord:
+        """Mark the device gone (credentials void); StateError if it already is."""
+        ...
+
+    def set_presence(self, device_id: str, online: bool, seen_at: datetime | None) -> DeviceRecord:
+        """Record online/offline and, unless ``seen_at`` is None, that the device was seen then."""
+        ...
+
+    def count_malformed_reports(self, device_id: str, count: int) -> DeviceRecord:
+        """Add ``count`` refused messages to the device's tally."""
+        ...
+
+    def mqtt_accounts(self) -> list[tuple[str, str]]:
+        """``(device id, MQTT password hash)`` of every active device, by id."""
+        ...
+
+    # -- assignments ----------------------------------------------------------------
+    def next_assignment_sequence(self, device_id: str, *, expect_current: int | None = None) -> int:
+        """Raise the device's desired sequence by one, atomically, and return it.
+
+        NotFoundError for a missing device, StateError for a decommissioned
+        one, and with ``expect_current`` StateError (nothing changed) unless
+        the sequence was still that number.
+        """
+        ...
+
+    def add_assignment(self, record: DeviceAssignmentRecord) -> DeviceAssignmentRecord:
+        """ConflictError if the device already has that sequence."""
+        ...
+
+    def latest_assignment(self, device_id: str) -> DeviceAssignmentRecord | None:
+        """The assignment at the device's desired sequence (its desired state)."""
+        ...
+
+    def desired_sequences(self, device_ids: Collection[str]) -> dict[str, int]:
+        """Each known device's desired sequence (0: never assigned)."""
+        ...
+
+    def assignments_expiring(
+        self, before: datetime, *, limit: int = 500
+    ) -> list[DeviceAssignmentRecord]:
+        """Latest assignments of active devices that expire before ``before``, soonest first."""
+        ...
+
+    def unpublished_assignments(self, *, limit: int = 1000) -> list[DeviceAssignmentRecord]:
+        """Latest assignments of active devices the broker has not acknowledged."""
+        ...
+
+    def mark_assignment_published(self, device_id: str, sequence: int, now: datetime) -> None:
+        """Record the broker's acknowledgement (no error if it is gone)."""
+        ...
+
+    # -- status reports -----------------------------------------------------------
+    def add_reports(
+        self, device_id: str, reports: list[DeviceReportRecord], now: datetime
+    ) -> ReportsResult:
+        """Store each ``(device, seq)`` once; the newest report above ``last_seq`` sets
+        the device's state. ``last_seen`` becomes ``now``. NotFoundError for a
+        missing device, StateError for a decommissioned one."""
+        ...
+
+    def list_reports(self, device_id: str, *, limit: int = 20) -> list[DeviceReportRecord]:
+        """Newest (highest seq) first."""
         ...
 
     # -- audit log --------------------------------------------------------------

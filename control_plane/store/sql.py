@@ -22,6 +22,9 @@ Invariants:
   can never both take the last use of a token.
 * A value a column refuses (a naive datetime, an unknown enum value) raises
   :class:`InvalidInputError` and writes nothing.
+
+The device methods (devices, assignments, status reports) live in
+:mod:`control_plane.store._device_sql`, which this class inherits.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from control_plane.db.tables import (
     RevocationRow,
 )
 from control_plane.errors import InvalidInputError, NotFoundError, StateError
+from control_plane.store._device_sql import DeviceSql
 from control_plane.store._rows import (
     insert,
     insert_once,
@@ -50,7 +54,6 @@ from control_plane.store._rows import (
     to_record,
     to_row,
 )
-from control_plane.store._sessions import SessionScope
 from control_plane.store.records import (
     ApiTokenRecord,
     ArtifactRecord,
@@ -64,7 +67,7 @@ from control_plane.store.records import (
 )
 
 
-class SqlStore(SessionScope):
+class SqlStore(DeviceSql):
     """A :class:`~control_plane.store.port.Store` on a SQLAlchemy engine."""
 
     # -- artifacts -----------------------------------------------------------------

@@ -20,6 +20,7 @@ from control_plane.errors import InvalidInputError
 from control_plane.store import (
     ApiTokenRecord,
     ArtifactRecord,
+    DeviceRecord,
     ModelVersionRecord,
     ReleaseRecord,
     ReleaseState,
@@ -32,6 +33,8 @@ from control_plane.store.sql import SqlStore
 T0 = datetime(2025, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
 REGISTRY_TABLES = {"artifact", "model_version", "release", "revocation"}
 AUTH_AUDIT_TABLES = {"api_token", "enroll_token", "audit_entry"}
+DEVICE_TABLES = {"device", "device_assignment", "device_report"}
+ALL_TABLES = REGISTRY_TABLES | AUTH_AUDIT_TABLES | DEVICE_TABLES
 
 
 def tables(engine: Engine) -> set[str]:
@@ -80,11 +83,28 @@ def fill_registry(store: SqlStore) -> tuple[ModelVersionRecord, ReleaseRecord]:
     return version, release
 
 
-def test_head_and_history_are_the_two_registry_and_auth_revisions() -> None:
-    assert migrate.head() == "0002_auth_audit"
+def add_device(store: SqlStore) -> DeviceRecord:
+    return store.add_device(
+        DeviceRecord(
+            id="dev-" + "a" * 20,
+            hostname="pi-1",
+            public_key="e" * 64,
+            keyid="f" * 64,
+            labels={"site": "a"},
+            capabilities={"arch": "aarch64"},
+            token_hash="1" * 64,
+            mqtt_password_hash="$7$101$salt$hash",
+            created_at=T0,
+        )
+    )
+
+
+def test_head_and_history_are_the_registry_auth_and_device_revisions() -> None:
+    assert migrate.head() == "0003_devices"
     assert [(r.id, r.down_revision) for r in migrate.history()] == [
         ("0001_registry", None),
         ("0002_auth_audit", "0001_registry"),
+        ("0003_devices", "0002_auth_audit"),
     ]
 
 
@@ -96,7 +116,7 @@ def test_upgrade_from_empty_to_head_creates_the_declared_schema(
     migrate.upgrade(database_url)
 
     assert migrate.current(database_url) == migrate.head()
-    assert tables(engine) == set(metadata.tables) == REGISTRY_TABLES | AUTH_AUDIT_TABLES
+    assert tables(engine) == set(metadata.tables) == ALL_TABLES
     assert schema_diffs(engine) == []
 
 
@@ -108,8 +128,8 @@ def test_schema_comparison_sees_a_missing_revision(database_url: str, engine: En
     added_tables = {diff[1].name for diff in diffs if diff[0] == "add_table"}
     indexed_tables = {diff[1].table.name for diff in diffs if diff[0] == "add_index"}
     assert {diff[0] for diff in diffs} == {"add_table", "add_index"}
-    assert added_tables == AUTH_AUDIT_TABLES
-    assert indexed_tables == {"audit_entry"}
+    assert added_tables == AUTH_AUDIT_TABLES | DEVICE_TABLES
+    assert indexed_tables == {"audit_entry", "device", "device_assignment"}
 
 
 def test_upgrade_from_the_previous_revision_keeps_the_rows(
@@ -122,7 +142,7 @@ def test_upgrade_from_the_previous_revision_keeps_the_rows(
     migrate.upgrade(database_url)
 
     store = SqlStore(engine)
-    assert migrate.current(database_url) == "0002_auth_audit"
+    assert migrate.current(database_url) == "0003_devices"
     assert store.get_version("sensor", "1.0.0") == version
     assert store.get_release("sensor", 1) == release
     assert [r.sha256 for r in store.list_revocations()] == ["c" * 64]
@@ -132,6 +152,7 @@ def test_upgrade_from_the_previous_revision_keeps_the_rows(
         ).id
         > 0
     )
+    assert add_device(store).desired_sequence == 0
 
 
 def test_downgrade_to_the_previous_revision_and_back(database_url: str, engine: Engine) -> None:
@@ -148,9 +169,29 @@ def test_downgrade_to_the_previous_revision_and_back(database_url: str, engine: 
 
     migrate.upgrade(database_url)
     store = SqlStore(engine)
-    assert migrate.current(database_url) == "0002_auth_audit"
+    assert migrate.current(database_url) == "0003_devices"
     assert store.count_api_tokens() == 0  # the table came back empty
     assert store.get_version_by_id(version.id) == version
+    assert schema_diffs(engine) == []
+
+
+def test_downgrade_from_devices_keeps_the_auth_rows_and_drops_only_devices(
+    database_url: str, engine: Engine
+) -> None:
+    migrate.upgrade(database_url)
+    token = SqlStore(engine).add_api_token(
+        ApiTokenRecord(name="ci", role=Role.ADMIN, token_hash="d" * 64, created_at=T0)
+    )
+    device = add_device(SqlStore(engine))
+
+    migrate.downgrade(database_url, "0002_auth_audit")
+    assert tables(engine) == REGISTRY_TABLES | AUTH_AUDIT_TABLES
+    assert SqlStore(engine).find_api_token("d" * 64) == token
+
+    migrate.upgrade(database_url)
+    store = SqlStore(engine)
+    assert store.get_device(device.id) is None
+    assert add_device(store) == device
     assert schema_diffs(engine) == []
 
 
@@ -169,7 +210,7 @@ def test_unknown_revisions_are_invalid_input(database_url: str) -> None:
     migrate.upgrade(database_url)
     with pytest.raises(InvalidInputError):
         migrate.downgrade(database_url, "nonexistent")
-    assert migrate.current(database_url) == "0002_auth_audit"
+    assert migrate.current(database_url) == "0003_devices"
 
 
 def test_current_of_a_missing_sqlite_file_creates_nothing(tmp_path: Path) -> None:
@@ -220,7 +261,7 @@ def test_db_commands_upgrade_and_report_the_revision(cli_database: Path) -> None
     code, out, _ = run_db("current", "--config", config)
     assert code == 0
     assert "revision: empty" in out.splitlines()
-    assert "head: 0002_auth_audit" in out.splitlines()
+    assert "head: 0003_devices" in out.splitlines()
 
     code, out, _ = run_db("upgrade", "--revision", "0001_registry", "--config", config)
     assert code == 0 and "upgraded: empty -> 0001_registry" in out.splitlines()
@@ -231,13 +272,15 @@ def test_db_commands_upgrade_and_report_the_revision(cli_database: Path) -> None
         "0001_registry: Registry: artifacts, model versions, releases and revocations."
         " (applied, current)",
         "0002_auth_audit: Operator API tokens, device enrollment tokens and the audit log."
+        " (pending)",
+        "0003_devices: Enrolled devices, their signed assignments and their status reports."
         " (pending, head)",
     ]
 
     code, out, _ = run_db("upgrade", "--config", config)
-    assert code == 0 and "upgraded: 0001_registry -> 0002_auth_audit" in out.splitlines()
+    assert code == 0 and "upgraded: 0001_registry -> 0003_devices" in out.splitlines()
     code, out, _ = run_db("upgrade", "--config", config)
-    assert code == 0 and "up to date: 0002_auth_audit" in out.splitlines()
+    assert code == 0 and "up to date: 0003_devices" in out.splitlines()
     code, out, _ = run_db("current", "--config", config)
     assert "status: up to date" in out.splitlines()
 

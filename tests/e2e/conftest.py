@@ -4,12 +4,19 @@ Each test module gets one server per database (SQLite, PostgreSQL). It is set
 up the way an operator would: ``fleetctl keys init``, ``fleetctl token create
 --local`` for the first admin, then ``fleetctl serve``. Tests talk to it over
 HTTP and through the ``fleetctl`` CLI as separate processes.
+
+``fleet_server`` is the same server with a real Mosquitto broker of its own
+(:mod:`tests.support.mosquitto`): the control plane keeps the broker's
+password file in sync and signals it, as in production. With SQLite it
+speaks MQTT 5 (shared subscriptions across its workers); with PostgreSQL it
+is forced to MQTT 3.1.1, where one worker per host consumes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -23,6 +30,7 @@ import numpy as np
 import pytest
 
 from tests.support import postgres
+from tests.support.mosquitto import Broker, start_broker
 
 CLI = [sys.executable, "-m", "control_plane.cli"]
 #: Small enough that an "oversized upload" test is cheap.
@@ -94,23 +102,24 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise AssertionError(f"fleetctl serve did not become healthy:\n{log.read_text()}")
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+@contextlib.contextmanager
+def running_server(
+    database: str, data: Path, extra_env: dict[str, str] | None = None
 ) -> Iterator[Server]:
-    data = tmp_path_factory.mktemp("control-plane")
+    """``fleetctl serve`` on ``database`` (sqlite or postgresql), set up as an operator would."""
     port = free_port()
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("EDGEFLEET_MQTT__")},
         "EDGEFLEET_DATA_DIR": str(data),
         "EDGEFLEET_HOST": "127.0.0.1",
         "EDGEFLEET_PORT": str(port),
         "EDGEFLEET_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
         "EDGEFLEET_VALIDATION__LATENCY_RUNS": "50",
+        **(extra_env or {}),
     }
     env.pop("EDGEFLEET_DATABASE_URL", None)
     with contextlib.ExitStack() as stack:
-        if request.param == "postgresql":
+        if database == "postgresql":
             postgres.require_server(postgres.server_url())
             url = stack.enter_context(postgres.throwaway_database(postgres.server_url()))
             env["EDGEFLEET_DATABASE_URL"] = url
@@ -131,6 +140,48 @@ def server(
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(url, proc, log)
         yield Server(url, data, env, created.stdout.strip(), log)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    with running_server(request.param, tmp_path_factory.mktemp("control-plane")) as started:
+        yield started
+
+
+@dataclass
+class FleetServer:
+    """A control plane and the Mosquitto broker it manages."""
+
+    server: Server
+    broker: Broker
+    mqtt_password: str  # the control plane's own broker password
+    protocol: int  # what the control plane is made to speak
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fleet_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FleetServer]:
+    password = secrets.token_urlsafe(24)
+    broker = start_broker(tmp_path_factory.mktemp("broker"), {"control-plane": password})
+    protocol = 5 if request.param == "sqlite" else 3
+    env = {
+        "EDGEFLEET_MQTT__URL": broker.url,
+        "EDGEFLEET_MQTT__PASSWORD": password,
+        "EDGEFLEET_MQTT__PASSWORD_FILE": str(broker.password_file),
+        "EDGEFLEET_MQTT__BROKER_PID_FILE": str(broker.pid_file),
+        "EDGEFLEET_MQTT__PROTOCOL": "5" if protocol == 5 else "3.1.1",
+        "EDGEFLEET_MQTT__RECONNECT_MAX_S": "2",
+        "EDGEFLEET_DESIRED_CHECK_S": "0.2",
+    }
+    try:
+        data = tmp_path_factory.mktemp("control-plane")
+        with running_server(request.param, data, env) as started:
+            yield FleetServer(started, broker, password, protocol)
+    finally:
+        broker.stop()
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -9,14 +9,15 @@ database record and its audit entry are written in one transaction after the
 bytes are durable; a crash in between leaves an unreferenced blob, never a
 record without bytes.
 
-Downloads are served from the store's file with :class:`ArtifactResponse`
-(Starlette's ``FileResponse``: the body is read in chunks, never loaded
-whole). Bytes under a digest never change, so the ETag is the digest and the
-response may be cached forever. Range handling follows RFC 9110 §14: the
-header is parsed here, a syntactically invalid one or another unit is
-ignored (full 200), unsatisfiable ranges are dropped, and only when none is
-left the answer is 416 with ``Content-Range: bytes */<size>``. A position of
-more than 19 digits counts as invalid, so the whole header is ignored.
+Downloads (with a viewer token or a device token) are served from the
+store's file with :class:`ArtifactResponse` (Starlette's ``FileResponse``:
+the body is read in chunks, never loaded whole). Bytes under a digest never
+change, so the ETag is the digest and the response may be cached forever.
+Range handling follows RFC 9110 §14: the header is parsed here, a
+syntactically invalid one or another unit is ignored (full 200),
+unsatisfiable ranges are dropped, and only when none is left the answer is
+416 with ``Content-Range: bytes */<size>``. A position of more than 19 digits
+counts as invalid, so the whole header is ignored.
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
-from control_plane.api.deps import Credentials, ServicesDep, get_actor, require
+from control_plane.api.deps import Credentials, ServicesDep, get_actor, get_device, require
 from control_plane.api.errors import ERROR_RESPONSES, error_response
 from control_plane.artifacts.port import StoredBlob
 from control_plane.audit import audit
 from control_plane.auth import Actor
+from control_plane.devices.auth import DeviceCaller, is_device_token
 from control_plane.errors import (
     ConfigurationError,
     InvalidInputError,
@@ -73,14 +75,19 @@ class ArtifactPublic(BaseModel):
     created_at: datetime  # when the bytes were first stored
 
 
-async def artifact_reader(svc: ServicesDep, credentials: Credentials) -> Actor | None:
-    """Viewer or better, unless the server serves artifacts publicly."""
+async def artifact_reader(
+    svc: ServicesDep, credentials: Credentials
+) -> Actor | DeviceCaller | None:
+    """A viewer or better, or an enrolled device, unless the server serves artifacts publicly."""
     if svc.settings.public_artifacts:
         return None
+    token = None if credentials is None else credentials.credentials
+    if svc.fleet is not None and is_device_token(token):
+        return await get_device(svc.fleet, credentials)
     return await require(Role.VIEWER)(await get_actor(svc, credentials))
 
 
-Reader = Annotated[Actor | None, Depends(artifact_reader)]
+Reader = Annotated[Actor | DeviceCaller | None, Depends(artifact_reader)]
 Writer = Annotated[Actor, Depends(require(Role.OPERATOR))]
 Digest = Annotated[str, Path(pattern=SHA256_PATTERN, description="lowercase hex SHA-256")]
 

@@ -68,8 +68,7 @@ def test_topics_round_trip() -> None:
         assert parse_topic(topic("dev-abc", channel)) == ("dev-abc", channel)
     assert subscription(Channel.STATUS) == "edgefleet/v1/devices/+/status"
     assert (
-        subscription(Channel.STATUS, shared_group="cp")
-        == "$share/cp/edgefleet/v1/devices/+/status"
+        subscription(Channel.STATUS, shared_group="cp") == "$share/cp/edgefleet/v1/devices/+/status"
     )
 
 

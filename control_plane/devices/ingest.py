@@ -1,0 +1,185 @@
+"""Ingesting status reports and presence, from HTTP and from MQTT, by one code path.
+
+Theory of operation: every report is parsed strictly by :mod:`fleetcore.protocol`
+and stored through :meth:`Store.add_reports`, which keeps each
+``(device, seq)`` once and moves a device's state only forward. Over HTTP a
+device posts a batch for itself; a malformed batch is refused (422) as a
+whole, so the device learns of it. Over MQTT the bridge hands over batches of
+raw messages; each malformed one (bad JSON, unknown fields' types, a report
+naming another device than its topic) is counted against the topic's device,
+logged with its topic and the reason, never its payload, and dropped, while
+the rest of the batch is stored in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from control_plane.errors import InvalidInputError, NotFoundError, StateError
+from control_plane.store import DeviceReportRecord, ReportsResult, Store
+from fleetcore import canonical
+from fleetcore.errors import EdgefleetError, ProtocolError
+from fleetcore.protocol import MAX_REPORT_BYTES, Channel, Presence, StatusReport, parse_topic
+
+log = logging.getLogger("edgefleet.ingest")
+#: Reports per HTTP batch.
+MAX_HTTP_REPORTS = 500
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    topic: str
+    payload: bytes
+    #: Delivered from the broker's store on subscribing, not sent just now: a
+    #: retained presence says whether the device is online, not that it was seen.
+    retained: bool = False
+
+
+@dataclass
+class IngestStats:
+    """Running totals of what the MQTT consumer saw (per process)."""
+
+    received: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    presence: int = 0
+    malformed: int = 0
+    unknown_device: int = 0
+    ignored: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, count in counts.items():
+                setattr(self, name, getattr(self, name) + count)
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+def to_record(report: StatusReport, transport: str, now: datetime) -> DeviceReportRecord:
+    return DeviceReportRecord(
+        device_id=report.device,
+        seq=report.seq,
+        state=report.state,
+        time=report.time,
+        received_at=now,
+        transport=transport,
+        report=report.to_dict(),
+    )
+
+
+class ReportIngest:
+    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
+        self.store = store
+        self.clock = clock
+        self.stats = IngestStats()
+
+    def http(self, device_id: str, body: bytes) -> ReportsResult:
+        """``{"reports": [StatusReport, ...]}`` posted by ``device_id`` itself."""
+        try:
+            obj = canonical.decode(body, max_bytes=MAX_HTTP_REPORTS * MAX_REPORT_BYTES)
+        except EdgefleetError as exc:
+            raise InvalidInputError(f"the body is not canonical JSON: {exc}") from exc
+        items = obj.get("reports") if isinstance(obj, dict) else None
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_HTTP_REPORTS:
+            raise InvalidInputError(
+                f'send {{"reports": [...]}} with 1 to {MAX_HTTP_REPORTS} status reports'
+            )
+        reports = []
+        for index, item in enumerate(items):
+            try:
+                report = StatusReport.from_dict(item)
+            except ProtocolError as exc:
+                raise InvalidInputError(f"report {index}: {exc}") from exc
+            if report.device != device_id:
+                raise InvalidInputError(f"report {index} is from {report.device}, not {device_id}")
+            reports.append(report)
+        now = self.clock()
+        return self.store.add_reports(device_id, [to_record(r, "http", now) for r in reports], now)
+
+    def mqtt(self, batch: Sequence[RawMessage]) -> None:
+        """Store a batch of messages from the broker; malformed ones are counted and dropped.
+
+        Raises only when the database fails, so the caller can retry the batch.
+        """
+        now = self.clock()
+        reports: dict[str, list[DeviceReportRecord]] = {}
+        presence: dict[str, tuple[bool, bool]] = {}  # device: (online, retained)
+        malformed: Counter[str] = Counter()
+        ignored = 0
+        for message in batch:
+            try:
+                device, channel = parse_topic(message.topic)
+            except ProtocolError as exc:
+                self._drop(message.topic, exc)
+                continue
+            if channel is Channel.PRESENCE and not message.payload:
+                ignored += 1  # a cleared retained message, not a report
+                continue
+            try:
+                if channel is Channel.STATUS:
+                    report = StatusReport.decode(message.payload)
+                    self._same_device(report.device, device)
+                    reports.setdefault(device, []).append(to_record(report, "mqtt", now))
+                elif channel is Channel.PRESENCE:
+                    seen = Presence.decode(message.payload)
+                    self._same_device(seen.device, device)
+                    presence[device] = (seen.online, message.retained)
+                else:
+                    ignored += 1  # telemetry and drift have their own consumers
+            except ProtocolError as exc:
+                malformed[device] += 1
+                self._drop(message.topic, exc)
+        self._store(reports, presence, malformed, now)
+        self.stats.add(received=len(batch), ignored=ignored)
+
+    @staticmethod
+    def _same_device(named: str, topic_device: str) -> None:
+        if named != topic_device:
+            raise ProtocolError(f"the message names device {named}, its topic {topic_device}")
+
+    def _drop(self, topic: str, exc: EdgefleetError) -> None:
+        self.stats.add(malformed=1)
+        log.warning("dropped MQTT message on %s: %s", topic[:200], " ".join(str(exc).split()))
+
+    def _store(
+        self,
+        reports: dict[str, list[DeviceReportRecord]],
+        presence: dict[str, tuple[bool, bool]],
+        malformed: Counter[str],
+        now: datetime,
+    ) -> None:
+        accepted = duplicates = unknown = 0
+        with self.store.transaction() as tx:
+            for device, records in reports.items():
+                try:
+                    result = tx.add_reports(device, records, now)
+                except (NotFoundError, StateError) as exc:
+                    unknown += len(records)
+                    log.info("reports on a topic of an unknown device dropped: %s", exc.message)
+                    continue
+                accepted += result.accepted
+                duplicates += result.duplicates
+            for device, (online, retained) in presence.items():
+                try:
+                    tx.set_presence(device, online, None if retained else now)
+                except (NotFoundError, StateError):
+                    unknown += 1
+            for device, count in malformed.items():
+                try:
+                    tx.count_malformed_reports(device, count)
+                except NotFoundError:
+                    unknown += count
+        self.stats.add(
+            accepted=accepted, duplicates=duplicates, presence=len(presence), unknown_device=unknown
+        )
+
+
+__all__ = ["MAX_HTTP_REPORTS", "IngestStats", "RawMessage", "ReportIngest", "to_record"]

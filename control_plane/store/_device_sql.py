@@ -1,0 +1,353 @@
+"""The device half of the SQL adapter: devices, assignments and status reports.
+
+Theory of operation: :class:`DeviceSql` holds the :class:`~control_plane.store.port.Store`
+methods about devices; :class:`~control_plane.store.sql.SqlStore` inherits them,
+so sessions, transactions and error mapping are the ones of
+:class:`~control_plane.store._sessions.SessionScope`.
+
+Invariants:
+
+* A device's assignment sequence moves by one conditional ``UPDATE ... SET
+  desired_sequence = desired_sequence + 1``: the row lock (PostgreSQL) or the
+  write lock taken at BEGIN (SQLite) orders concurrent allocations, so no two
+  share a number. A device's *latest* assignment is the one at its
+  ``desired_sequence``.
+* Reports are unique per ``(device_id, seq)``; a batch inserts the new ones in
+  one SAVEPOINT and falls back to one SAVEPOINT per report if a concurrent
+  writer stored some meanwhile. The device's state moves only with a report
+  above ``last_seq``, again by a conditional UPDATE, so of two racing batches
+  the newer report wins whatever the commit order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Select, and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from control_plane.db.tables import DeviceAssignmentRow, DeviceReportRow, DeviceRow
+from control_plane.errors import InvalidInputError, NotFoundError, StateError
+from control_plane.store._rows import insert, require, to_record, to_row
+from control_plane.store._sessions import SessionScope
+from control_plane.store.records import (
+    DeviceAssignmentRecord,
+    DeviceRecord,
+    DeviceReportRecord,
+    ReportsResult,
+)
+from fleetcore.errors import EdgefleetError
+from fleetcore.protocol import Installed, StatusReport, UpdateState
+
+#: Ids per ``IN (...)`` list; keeps statements small on every database.
+_IN_CHUNK = 500
+
+
+def _state_values(report: DeviceReportRecord) -> dict[str, Any]:
+    """The device columns a report sets when it is the newest one."""
+    try:
+        status = StatusReport.from_dict(report.report)
+    except EdgefleetError as exc:
+        raise InvalidInputError(f"report {report.seq} of {report.device_id}: {exc}") from exc
+    values: dict[str, Any] = {
+        "state": report.state,
+        "state_at": report.time,
+        "state_sequence": status.assignment_sequence,
+        "last_reason": status.reason,
+        "last_message": status.message,
+        "last_seq": report.seq,
+    }
+    releases: tuple[tuple[str, Installed | None], ...] = (
+        ("target", status.target),
+        ("current", status.active),
+        ("previous", status.previous),
+    )
+    for prefix, installed in releases:
+        values[f"{prefix}_model"] = None if installed is None else installed.model
+        values[f"{prefix}_release"] = None if installed is None else installed.release
+        values[f"{prefix}_sha256"] = None if installed is None else installed.sha256
+    if status.agent_version is not None:
+        values["agent_version"] = status.agent_version
+    return values
+
+
+def _active(session: Session, device_id: str) -> DeviceRow:
+    row = require(session, DeviceRow, device_id, f"device {device_id}")
+    if row.decommissioned_at is not None:
+        raise StateError(f"device {device_id} was decommissioned")
+    return row
+
+
+def _latest() -> Select[DeviceAssignmentRow]:
+    """Each device's assignment at its desired sequence (active devices only)."""
+    return (
+        select(DeviceAssignmentRow)
+        .join(
+            DeviceRow,
+            and_(
+                col(DeviceAssignmentRow.device_id) == col(DeviceRow.id),
+                col(DeviceAssignmentRow.sequence) == col(DeviceRow.desired_sequence),
+            ),
+        )
+        .where(col(DeviceRow.decommissioned_at).is_(None))
+    )
+
+
+class DeviceSql(SessionScope):
+    """Device, assignment and report methods of the SQL store."""
+
+    # -- devices ---------------------------------------------------------------------
+    def add_device(self, record: DeviceRecord) -> DeviceRecord:
+        duplicates = {
+            "pk_device": f"a device with id {record.id} already exists",
+            "uq_device_keyid": f"a device with public key {record.keyid[:16]}… is already enrolled",
+            "uq_device_token_hash": "a device with this token already exists",
+        }
+        with self._write(f"device {record.id}", duplicates) as session:
+            return insert(session, to_row(DeviceRow, record), DeviceRecord)
+
+    def get_device(self, device_id: str) -> DeviceRecord | None:
+        with self._read() as session:
+            row = session.get(DeviceRow, device_id)
+            return None if row is None else to_record(DeviceRecord, row)
+
+    def find_device_by_token(self, token_hash: str) -> DeviceRecord | None:
+        query = select(DeviceRow).where(col(DeviceRow.token_hash) == token_hash)
+        return self._one(query, DeviceRecord)
+
+    def list_devices(
+        self,
+        *,
+        labels: dict[str, str] | None = None,
+        state: UpdateState | None = None,
+        include_decommissioned: bool = False,
+        after: str | None = None,
+        limit: int = 1000,
+    ) -> list[DeviceRecord]:
+        if limit < 1:
+            raise InvalidInputError(f"limit must be at least 1, not {limit}")
+        query = select(DeviceRow).order_by(col(DeviceRow.id)).limit(limit)
+        for key, value in sorted((labels or {}).items()):
+            query = query.where(col(DeviceRow.labels)[key].as_string() == value)
+        if state is not None:
+            query = query.where(col(DeviceRow.state) == state)
+        if not include_decommissioned:
+            query = query.where(col(DeviceRow.decommissioned_at).is_(None))
+        if after is not None:
+            query = query.where(col(DeviceRow.id) > after)
+        return self._all(query, DeviceRecord)
+
+    def update_device_labels(self, device_id: str, labels: dict[str, str]) -> DeviceRecord:
+        with self._write(f"device {device_id}") as session:
+            row = _active(session, device_id)
+            row.labels = dict(sorted(labels.items()))
+            session.flush()
+            return to_record(DeviceRecord, row)
+
+    def decommission_device(self, device_id: str, now: datetime) -> DeviceRecord:
+        with self._write(f"device {device_id}") as session:
+            row = _active(session, device_id)
+            row.decommissioned_at = now
+            row.online = False
+            session.flush()
+            return to_record(DeviceRecord, row)
+
+    def set_presence(self, device_id: str, online: bool, seen_at: datetime | None) -> DeviceRecord:
+        with self._write(f"device {device_id}") as session:
+            row = _active(session, device_id)
+            row.online = online
+            if seen_at is not None and (row.last_seen is None or row.last_seen < seen_at):
+                row.last_seen = seen_at
+            session.flush()
+            return to_record(DeviceRecord, row)
+
+    def count_malformed_reports(self, device_id: str, count: int) -> DeviceRecord:
+        what = f"device {device_id}"
+        with self._write(what) as session:
+            session.execute(
+                update(DeviceRow)
+                .where(col(DeviceRow.id) == device_id)
+                .values(malformed_reports=col(DeviceRow.malformed_reports) + count)
+                .execution_options(synchronize_session=False)
+            )
+            row = session.get(DeviceRow, device_id, populate_existing=True)
+            if row is None:
+                raise NotFoundError(f"{what} not found")
+            return to_record(DeviceRecord, row)
+
+    def mqtt_accounts(self) -> list[tuple[str, str]]:
+        query = (
+            select(col(DeviceRow.id), col(DeviceRow.mqtt_password_hash))
+            .where(col(DeviceRow.decommissioned_at).is_(None))
+            .order_by(col(DeviceRow.id))
+        )
+        with self._read() as session:
+            return [(str(i), str(h)) for i, h in session.execute(query)]
+
+    # -- assignments -------------------------------------------------------------------
+    def next_assignment_sequence(self, device_id: str, *, expect_current: int | None = None) -> int:
+        what = f"device {device_id}"
+        conditions = [col(DeviceRow.id) == device_id, col(DeviceRow.decommissioned_at).is_(None)]
+        if expect_current is not None:
+            conditions.append(col(DeviceRow.desired_sequence) == expect_current)
+        allocate = (
+            update(DeviceRow)
+            .where(*conditions)
+            .values(desired_sequence=col(DeviceRow.desired_sequence) + 1)
+            .execution_options(synchronize_session=False)
+        )
+        with self._write(what) as session:
+            moved = cast("CursorResult[Any]", session.execute(allocate)).rowcount == 1
+            row = session.get(DeviceRow, device_id, populate_existing=True)
+            if row is None:
+                raise NotFoundError(f"{what} not found")
+            if not moved:
+                if row.decommissioned_at is not None:
+                    raise StateError(f"{what} was decommissioned")
+                raise StateError(
+                    f"{what} is at assignment sequence {row.desired_sequence}, not {expect_current}"
+                )
+            return row.desired_sequence
+
+    def add_assignment(self, record: DeviceAssignmentRecord) -> DeviceAssignmentRecord:
+        name = f"assignment {record.sequence} of device {record.device_id}"
+        duplicates = {"uq_device_assignment_device_id_sequence": f"{name} already exists"}
+        with self._write(name, duplicates) as session:
+            require(session, DeviceRow, record.device_id, f"device {record.device_id}")
+            return insert(session, to_row(DeviceAssignmentRow, record), DeviceAssignmentRecord)
+
+    def latest_assignment(self, device_id: str) -> DeviceAssignmentRecord | None:
+        return self._one(_latest().where(col(DeviceRow.id) == device_id), DeviceAssignmentRecord)
+
+    def desired_sequences(self, device_ids: Collection[str]) -> dict[str, int]:
+        ids = sorted(set(device_ids))
+        found: dict[str, int] = {}
+        with self._read() as session:
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                query = select(col(DeviceRow.id), col(DeviceRow.desired_sequence)).where(
+                    col(DeviceRow.id).in_(chunk)
+                )
+                found.update((str(i), int(s)) for i, s in session.execute(query))
+        return found
+
+    def assignments_expiring(
+        self, before: datetime, *, limit: int = 500
+    ) -> list[DeviceAssignmentRecord]:
+        query = (
+            _latest()
+            .where(col(DeviceAssignmentRow.expires_at) < before)
+            .order_by(col(DeviceAssignmentRow.expires_at), col(DeviceAssignmentRow.id))
+            .limit(limit)
+        )
+        return self._all(query, DeviceAssignmentRecord)
+
+    def unpublished_assignments(self, *, limit: int = 1000) -> list[DeviceAssignmentRecord]:
+        query = (
+            _latest()
+            .where(col(DeviceAssignmentRow.published_at).is_(None))
+            .order_by(col(DeviceAssignmentRow.id))
+            .limit(limit)
+        )
+        return self._all(query, DeviceAssignmentRecord)
+
+    def mark_assignment_published(self, device_id: str, sequence: int, now: datetime) -> None:
+        with self._write(f"assignment {sequence} of device {device_id}") as session:
+            session.execute(
+                update(DeviceAssignmentRow)
+                .where(
+                    col(DeviceAssignmentRow.device_id) == device_id,
+                    col(DeviceAssignmentRow.sequence) == sequence,
+                    col(DeviceAssignmentRow.published_at).is_(None),
+                )
+                .values(published_at=now)
+                .execution_options(synchronize_session=False)
+            )
+
+    # -- status reports -------------------------------------------------------------------
+    def add_reports(
+        self, device_id: str, reports: list[DeviceReportRecord], now: datetime
+    ) -> ReportsResult:
+        unique: dict[int, DeviceReportRecord] = {}
+        for report in reports:
+            if report.device_id != device_id:
+                raise InvalidInputError(
+                    f"report {report.seq} is from {report.device_id}, not {device_id}"
+                )
+            unique.setdefault(report.seq, report)
+        with self._write(f"reports of device {device_id}") as session:
+            _active(session, device_id)
+            stored = self._stored_seqs(session, device_id, list(unique))
+            new = [r for seq, r in sorted(unique.items()) if seq not in stored]
+            accepted = self._insert_reports(session, new)
+            if accepted:
+                newest = max(accepted, key=lambda r: r.seq)
+                session.execute(
+                    update(DeviceRow)
+                    .where(col(DeviceRow.id) == device_id, col(DeviceRow.last_seq) < newest.seq)
+                    .values(**_state_values(newest))
+                    .execution_options(synchronize_session=False)
+                )
+            session.execute(
+                update(DeviceRow)
+                .where(
+                    col(DeviceRow.id) == device_id,
+                    or_(col(DeviceRow.last_seen).is_(None), col(DeviceRow.last_seen) < now),
+                )
+                .values(last_seen=now)
+                .execution_options(synchronize_session=False)
+            )
+            row = session.get(DeviceRow, device_id, populate_existing=True)
+            assert row is not None
+            return ReportsResult(len(accepted), len(reports) - len(accepted), row.last_seq)
+
+    @staticmethod
+    def _stored_seqs(session: Session, device_id: str, seqs: list[int]) -> set[int]:
+        stored: set[int] = set()
+        for start in range(0, len(seqs), _IN_CHUNK):
+            query = select(col(DeviceReportRow.seq)).where(
+                col(DeviceReportRow.device_id) == device_id,
+                col(DeviceReportRow.seq).in_(seqs[start : start + _IN_CHUNK]),
+            )
+            stored.update(int(s) for s in session.scalars(query))
+        return stored
+
+    @staticmethod
+    def _insert_reports(
+        session: Session, reports: list[DeviceReportRecord]
+    ) -> list[DeviceReportRecord]:
+        """Insert what no concurrent writer stored first; return the reports inserted."""
+        if not reports:
+            return []
+        try:
+            with session.begin_nested():
+                session.add_all([to_row(DeviceReportRow, r) for r in reports])
+        except IntegrityError:
+            inserted = []
+            for report in reports:
+                try:
+                    with session.begin_nested():
+                        session.add(to_row(DeviceReportRow, report))
+                except IntegrityError:
+                    continue
+                inserted.append(report)
+            return inserted
+        return reports
+
+    def list_reports(self, device_id: str, *, limit: int = 20) -> list[DeviceReportRecord]:
+        if limit < 1:
+            raise InvalidInputError(f"limit must be at least 1, not {limit}")
+        query = (
+            select(DeviceReportRow)
+            .where(col(DeviceReportRow.device_id) == device_id)
+            .order_by(col(DeviceReportRow.seq).desc())
+            .limit(limit)
+        )
+        return self._all(query, DeviceReportRecord)
+
+
+__all__ = ["DeviceSql"]
