@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Annotated, Any
 
 import typer
@@ -14,7 +15,7 @@ app = typer.Typer(
     help="Enrolled devices: list, show, label, assign a release, decommission.",
     no_args_is_help=True,
 )
-COLUMNS = ["id", "hostname", "state", "current", "target", "online", "last_seen", "labels"]
+COLUMNS = ["id", "state", "current", "target", "online", "seen", "labels"]
 SHOWN = [
     "id", "hostname", "labels", "state", "state_at", "last_reason", "last_message", "current",
     "target", "previous", "desired_sequence", "last_seq", "online", "last_seen",
@@ -29,9 +30,29 @@ def _release(value: dict[str, Any] | None) -> str | None:
     return None if value is None else f"{value['model']}#{value['release']}"
 
 
+def _age(stamp: str | None, now: datetime) -> str | None:
+    """``2026-11-22T07:53:58Z`` as ``12s ago`` (or ``3h ago``), for tables."""
+    if not stamp:
+        return None
+    seconds = max(
+        0, int((now - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds())
+    )
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
 def _flat(device: dict[str, Any]) -> dict[str, Any]:
-    """Releases as MODEL#COUNTER, for tables."""
-    return {**device, **{k: _release(device.get(k)) for k in ("current", "target", "previous")}}
+    """Releases as MODEL#COUNTER, labels as k=v, last seen as an age: for tables."""
+    labels = device.get("labels") or {}
+    return {
+        **device,
+        **{k: _release(device.get(k)) for k in ("current", "target", "previous")},
+        "labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or None,
+        "online": "yes" if device.get("online") else "no",
+        "seen": _age(device.get("last_seen"), datetime.now(timezone.utc)),
+    }
 
 
 def split_release(ref: str) -> dict[str, Any]:
