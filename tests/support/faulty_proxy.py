@@ -10,7 +10,9 @@ networks and servers do:
 * ``ignore_range``: the ``Range`` header is dropped, so the server answers 200
   with the whole body (a server or cache that ignores Range);
 * ``extra_bytes``: more bytes than the server sent are appended (a hostile or
-  broken mirror).
+  broken mirror);
+* ``delay_per_chunk_s``: a pause after each chunk (a slow link), so a test
+  can act while a download is in flight.
 
 It records what it saw (``requests``), so a test can assert that an agent
 resumed with ``Range`` rather than starting over.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,6 +38,7 @@ class Faults:
     cuts_left: int = 0
     ignore_range: bool = False
     extra_bytes: int = 0
+    delay_per_chunk_s: float = 0.0
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
 
     def artifact_requests(self) -> list[str | None]:
@@ -94,6 +98,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self.wfile.write(chunk)
             sent += len(chunk)
+            if artifact and faults.delay_per_chunk_s:
+                self.wfile.flush()
+                time.sleep(faults.delay_per_chunk_s)
         if extra:
             self.wfile.write(b"\0" * extra)
         self.wfile.flush()
