@@ -32,24 +32,17 @@ from __future__ import annotations
 
 import errno
 
+from fleetcore.errors import CheckedError
+
 #: errno values that mean "no room to write": a full disk, a file size limit
 #: (RLIMIT_FSIZE with SIGXFSZ ignored) or a quota.
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
-class AgentError(Exception):
+class AgentError(CheckedError):
     """Base of every error raised by the agent."""
 
     check = "agent"
-
-    def __init__(self, message: str, *, check: str | None = None) -> None:
-        super().__init__(message)
-        if check is not None:
-            self.check = check
-
-    def one_line(self) -> str:
-        text = " ".join(str(self).split())
-        return f"[{self.check}] {text}"
 
 
 class ConfigError(AgentError):

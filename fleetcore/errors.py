@@ -31,10 +31,14 @@ the edge with ``raise ... from exc`` so callers catch one tree.
 from __future__ import annotations
 
 
-class EdgefleetError(Exception):
-    """Base of every error raised by fleetcore."""
+class CheckedError(Exception):
+    """An error that names the check it failed, so it can be reported in one line.
 
-    check = "edgefleet"
+    The base of fleetcore's tree and of the agent's own; shared so both report
+    ``reason`` the same way.
+    """
+
+    check = "error"
 
     def __init__(self, message: str, *, check: str | None = None) -> None:
         super().__init__(message)
@@ -45,6 +49,12 @@ class EdgefleetError(Exception):
         """The message as one line, prefixed with the failed check's name."""
         text = " ".join(str(self).split())
         return f"[{self.check}] {text}"
+
+
+class EdgefleetError(CheckedError):
+    """Base of every error raised by fleetcore."""
+
+    check = "edgefleet"
 
 
 class MetadataError(EdgefleetError):
@@ -158,6 +168,7 @@ class ProtocolError(EdgefleetError):
 __all__ = [
     "ArtifactError",
     "BelowFloorError",
+    "CheckedError",
     "DowngradeError",
     "EdgefleetError",
     "ExpiredMetadataError",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from control_plane.audit import audit
+from control_plane.auth.cache import TokenCache
 from control_plane.auth.tokens import (
     ENROLL_PREFIX,
     OPERATOR_PREFIX,
@@ -58,7 +59,7 @@ class AuthService:
         self.store = store
         self.clock = clock
         self.cache_ttl = cache_ttl
-        self._cache: dict[str, tuple[Actor, datetime]] = {}
+        self._cache: TokenCache[Actor] = TokenCache(clock, _TOKEN_CACHE_ENTRIES)
 
     def authenticate(self, token: str | None) -> Actor:
         if not token:
@@ -71,19 +72,12 @@ class AuthService:
         token_hash = hash_token(token)
         now = self.clock()
         actor, until = self._lookup(token_hash, now)
-        if len(self._cache) >= _TOKEN_CACHE_ENTRIES:
-            self._cache.clear()
-        self._cache[token_hash] = (actor, until)
+        self._cache.put(token_hash, actor, until)
         return actor
 
     def cached(self, token: str | None) -> Actor | None:
         """The actor of a recently verified token, without touching the database."""
-        if not token:
-            return None
-        entry = self._cache.get(hash_token(token))
-        if entry is None or entry[1] <= self.clock():
-            return None
-        return entry[0]
+        return self._cache.get(token)
 
     def _lookup(self, token_hash: str, now: datetime) -> tuple[Actor, datetime]:
         """The token's actor, and until when that answer may be reused."""
@@ -130,7 +124,7 @@ class AuthService:
         with self.store.transaction() as tx:
             record = tx.update_api_token(match[0].id, revoked_at=now)
             audit(tx, actor, "token.revoke", "api_token", name, {}, now)
-        self._cache.pop(match[0].token_hash, None)
+        self._cache.drop(match[0].token_hash)
         return record
 
     def create_enroll_token(

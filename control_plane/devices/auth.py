@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from control_plane.auth.cache import TokenCache
 from control_plane.auth.tokens import DEVICE_PREFIX, hash_token, well_formed
 from control_plane.errors import AuthenticationError, PermissionDeniedError
 from control_plane.store import Store
@@ -40,15 +41,10 @@ class DeviceAuth:
         self.store = store
         self.clock = clock
         self.cache_ttl = cache_ttl
-        self._cache: dict[str, tuple[DeviceCaller, datetime]] = {}
+        self._cache: TokenCache[DeviceCaller] = TokenCache(clock, _CACHE_ENTRIES)
 
     def cached(self, token: str | None) -> DeviceCaller | None:
-        if not token:
-            return None
-        entry = self._cache.get(hash_token(token))
-        if entry is None or entry[1] <= self.clock():
-            return None
-        return entry[0]
+        return self._cache.get(token)
 
     def authenticate(self, token: str | None) -> DeviceCaller:
         if not token:
@@ -65,15 +61,11 @@ class DeviceAuth:
         if not record.active:
             raise AuthenticationError(f"device {record.id} was decommissioned")
         caller = DeviceCaller(record.id)
-        if len(self._cache) >= _CACHE_ENTRIES:
-            self._cache.clear()
-        self._cache[token_hash] = (caller, self.clock() + self.cache_ttl)
+        self._cache.put(token_hash, caller, self.clock() + self.cache_ttl)
         return caller
 
     def forget(self, device_id: str) -> None:
-        for key, (caller, _) in list(self._cache.items()):
-            if caller.device_id == device_id:
-                self._cache.pop(key, None)
+        self._cache.drop_where(lambda caller: caller.device_id == device_id)
 
 
 __all__ = ["DeviceAuth", "DeviceCaller", "is_device_token"]

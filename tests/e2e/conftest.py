@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -31,17 +30,11 @@ import pytest
 
 from tests.support import postgres
 from tests.support.mosquitto import Broker, start_broker
+from tests.support.net import free_port
 
 CLI = [sys.executable, "-m", "control_plane.cli"]
 #: Small enough that an "oversized upload" test is cheap.
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -31,9 +31,10 @@ import pytest
 from fleetcore.keys import PrivateKey
 from fleetcore.protocol import Channel, topic
 from models.tiny import tiny_onnx_bytes
-from tests.e2e.conftest import FleetServer, Server, free_port
+from tests.e2e.conftest import FleetServer, Server
 from tests.support.agent import AgentProcess
 from tests.support.faulty_proxy import Proxy, faulty_proxy
+from tests.support.net import free_port
 from tests.support.signer import Signer
 
 pytestmark = [

@@ -44,6 +44,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from control_plane.mqtt.passwd_file import write_password_file
 from control_plane.mqtt.passwords import Account, hash_password
+from tests.support.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "packaging" / "mosquitto" / "edgefleet.conf"
@@ -67,13 +68,6 @@ def find_mosquitto() -> Path:
         f"no Mosquitto broker at {', '.join(map(str, candidates))}: install the Debian "
         f"package 'mosquitto' (./dev check does) or set {BINARY_ENV}"
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

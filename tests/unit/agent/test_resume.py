@@ -12,18 +12,9 @@ import pytest
 
 from agent.host import Health
 from agent.slots import blob_path
+from agent.workflow import IN_PROGRESS
 from fleetcore.protocol import UpdateState as S
 from tests.unit.agent.rig import Crash, Rig
-
-IN_PROGRESS = [
-    S.NOTIFIED,
-    S.DOWNLOADING,
-    S.VERIFYING,
-    S.STAGED,
-    S.SMOKE_TEST,
-    S.ACTIVATING,
-    S.PROBATION,
-]
 
 
 def _crash(rig: Rig, document: bytes, state: S) -> None:
