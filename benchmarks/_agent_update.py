@@ -111,8 +111,13 @@ def assignment_to_commit(rounds: int = 5) -> list[Figure]:
             shas = [_release(server, version) for version in range(1, rounds + 2)]
             with server.admin as client:
                 token = client.post("/v1/enroll-tokens", json={}).raise_for_status().json()["token"]
+            sock = workdir / "agent.sock"
             agent = AgentProcess.create(
-                workdir / "agent", server=server.url, transport="mqtt", update={"probation_s": 0.0}
+                workdir / "agent",
+                server=server.url,
+                transport="mqtt",
+                update={"probation_s": 0.0},
+                local_api={"listen": f"unix:{sock}"},
             )
             device = agent.enroll(token)["device_id"]
             device_token = json.loads((agent.data_dir / "identity" / "device.json").read_text())[
@@ -138,6 +143,7 @@ def assignment_to_commit(rounds: int = 5) -> list[Figure]:
                         baselines.append(
                             _baseline(server, probe, device_token, shas[index], device)
                         )
+                rss = _serving_rss(agent, sock)
             finally:
                 agent.stop()
                 probe.close()
@@ -157,8 +163,36 @@ def assignment_to_commit(rounds: int = 5) -> list[Figure]:
             "ratio_vs_baseline": round(median / base, 1),
             "rounds": len(timings),
             "statistic": "median",
-        }
+        },
+        {
+            "benchmark": "agent",
+            "figure": "agent_process_rss",
+            "process": "fleet-agent run (MQTT connected, 1 MB ONNX model active, local API)",
+            **rss,
+            "target_mib": 64,
+        },
     ]
+
+
+def _serving_rss(agent: AgentProcess, sock: Path, requests: int = 2000) -> dict[str, Any]:
+    """VmRSS and VmHWM of the real agent process after it served ``requests``."""
+    from agent.local import Client
+
+    client = Client(f"unix:{sock}")
+    batch = {"features": [[0.1, 0.2, 0.3, 0.4]]}
+    for _ in range(requests):
+        client.infer(batch)
+    assert agent.process is not None
+    fields = {}
+    for line in Path(f"/proc/{agent.process.pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = round(int(value.split()[0]) / 1024, 1)
+    return {
+        "vm_rss_mib": fields["VmRSS"],
+        "vm_hwm_mib": fields["VmHWM"],
+        "after_requests": requests,
+    }
 
 
 __all__ = ["assignment_to_commit"]

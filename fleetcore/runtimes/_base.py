@@ -19,6 +19,7 @@ and the agent's activation step run the same :func:`run_smoke_test`.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -118,6 +119,21 @@ def load_model(path: Path, fmt: str | None = None, *, threads: int = 1) -> Model
     if fmt == "tflite":
         return load_tflite(path, threads=threads)
     raise RuntimeLoadError(f"unknown model format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+#: Import name of each runtime package -> the model format it runs.
+_FORMAT_OF_PACKAGE = {"onnxruntime": "onnx", "ai_edge_litert": "tflite", "tflite_runtime": "tflite"}
+
+
+def installed_formats() -> set[str]:
+    """Model formats an installed runtime package can run, found without importing it.
+
+    Importing a runtime costs tens of MiB of memory; a long-running process
+    (the agent) asks this and imports only the runtime its model needs. A
+    package that is present but broken is found here and fails, with a clear
+    :class:`RuntimeLoadError`, when a model is loaded.
+    """
+    return {fmt for package, fmt in _FORMAT_OF_PACKAGE.items() if importlib.util.find_spec(package)}
 
 
 def available_runtimes() -> dict[str, str]:
