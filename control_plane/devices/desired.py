@@ -112,14 +112,36 @@ class DesiredAnswer:
     etag: str | None = None
 
 
+#: A long-poll records that its device was seen at most this often per process,
+#: so HTTP-only devices have a meaningful ``last_seen`` without a write per poll.
+SIGHTING_INTERVAL_S = 30.0
+_SIGHTINGS_MAX = 100_000
+
+
 class DesiredService:
     def __init__(self, director: Director, watch: DesiredWatch) -> None:
         self.director = director
         self.watch = watch
+        self._sighted: dict[str, float] = {}  # device -> loop time of the last recorded sighting
+
+    async def _sighting(self, device_id: str, now: float) -> None:
+        last = self._sighted.get(device_id)
+        if last is not None and now - last < SIGHTING_INTERVAL_S:
+            return
+        if len(self._sighted) >= _SIGHTINGS_MAX:
+            self._sighted.clear()
+        self._sighted[device_id] = now
+        try:
+            await anyio.to_thread.run_sync(
+                self.director.store.touch_device, device_id, self.director.clock()
+            )
+        except Exception:  # a sighting is a hint; the poll itself must not fail for it
+            log.exception("cannot record that %s was seen", device_id)
 
     async def poll(self, device_id: str, if_none_match: str | None, wait_s: float) -> DesiredAnswer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
+        await self._sighting(device_id, loop.time())
         while True:
             found = await anyio.to_thread.run_sync(self.watch.sequences, [device_id])
             sequence = found.get(device_id, 0)

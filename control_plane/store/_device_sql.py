@@ -165,6 +165,16 @@ class DeviceSql(SessionScope):
             session.flush()
             return to_record(DeviceRecord, row)
 
+    def touch_device(self, device_id: str, seen_at: datetime) -> None:
+        with self._write(f"device {device_id}") as session:
+            session.execute(
+                update(DeviceRow)
+                .where(col(DeviceRow.id) == device_id)
+                .where(col(DeviceRow.decommissioned_at).is_(None))
+                .where(or_(col(DeviceRow.last_seen).is_(None), col(DeviceRow.last_seen) < seen_at))
+                .values(last_seen=seen_at)
+            )
+
     def count_malformed_reports(self, device_id: str, count: int) -> DeviceRecord:
         what = f"device {device_id}"
         with self._write(what) as session:

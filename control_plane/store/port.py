@@ -196,6 +196,12 @@ class Store(Protocol):
         """Record online/offline and, unless ``seen_at`` is None, that the device was seen then."""
         ...
 
+    def touch_device(self, device_id: str, seen_at: datetime) -> None:
+        """Record that the device was seen at ``seen_at`` (never moves ``last_seen`` back).
+
+        No error for a missing or decommissioned device: a sighting is a hint."""
+        ...
+
     def count_malformed_reports(self, device_id: str, count: int) -> DeviceRecord:
         """Add ``count`` refused messages to the device's tally."""
         ...

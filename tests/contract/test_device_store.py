@@ -174,6 +174,18 @@ def test_decommissioning_voids_the_mqtt_account_once(store: Store) -> None:
         store.decommission_device(device_id(9), at(6))
 
 
+def test_a_sighting_only_moves_last_seen_forward(store: Store) -> None:
+    store.add_device(device(1))
+    store.touch_device(device_id(1), at(5))
+    store.touch_device(device_id(1), at(4))  # an older clock reading
+    seen = stored(store, device_id(1))
+    assert seen.last_seen == at(5) and seen.online is False
+    store.touch_device(device_id(9), at(6))  # unknown: ignored
+    store.decommission_device(device_id(1), at(7))
+    store.touch_device(device_id(1), at(8))
+    assert stored(store, device_id(1)).last_seen == at(5)
+
+
 def test_presence_and_malformed_counts(store: Store) -> None:
     store.add_device(device(1))
 

@@ -325,8 +325,11 @@ def test_http_long_poll_answers_200_304_and_204(
     server = fleet_server.server
     device, other = enroll(server), enroll(server)
     url = f"/v1/devices/{device.id}/desired"
+    assert device_info(server, device.id)["last_seen"] is None
     with device.http(server) as client:
         assert client.get(url).status_code == 204
+        # A poll is a sighting: HTTP-only devices have a last_seen too.
+        assert device_info(server, device.id)["last_seen"] is not None
         started = time.monotonic()
         assert client.get(url, params={"wait_s": 1}).status_code == 204
         assert time.monotonic() - started >= 0.9
