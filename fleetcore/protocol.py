@@ -53,6 +53,10 @@ MAX_LABELS = 64
 MAX_REPORT_BYTES = 64 * 1024
 MAX_DESIRED_BYTES = canonical.MAX_METADATA_BYTES
 MAX_REASON_CHARS = 2000
+#: Counters on the wire (report seq, release counter, assignment sequence) stay
+#: within a signed 32-bit integer, what every database column of the control
+#: plane holds; a larger one is a malformed message, refused at parse time.
+MAX_COUNTER = 2**31 - 1
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}")
 
 
@@ -209,7 +213,7 @@ class Installed:
         f = _fields(obj, what)
         return cls(
             model=f.string("model", pattern=NAME),
-            release=f.integer("release", minimum=1),
+            release=f.integer("release", minimum=1, maximum=MAX_COUNTER),
             sha256=f.string("sha256", pattern=SHA256_HEX),
         )
 
@@ -266,11 +270,13 @@ class StatusReport:
             message = f.optional_string("message")
             report = cls(
                 device=check_device_id(f.string("device")),
-                seq=f.integer("seq", minimum=1),
+                seq=f.integer("seq", minimum=1, maximum=MAX_COUNTER),
                 time=f.time("time"),
                 state=state,
                 target=_optional_installed(f, "target"),
-                assignment_sequence=f.optional_integer("assignment_sequence", minimum=1),
+                assignment_sequence=f.optional_integer(
+                    "assignment_sequence", minimum=1, maximum=MAX_COUNTER
+                ),
                 active=_optional_installed(f, "active"),
                 previous=_optional_installed(f, "previous"),
                 reason=None if reason is None else reason[:64],
@@ -435,6 +441,7 @@ class Capabilities:
 __all__ = [
     "DEVICE_ID",
     "DEVICE_PUBLISHES",
+    "MAX_COUNTER",
     "MAX_DESIRED_BYTES",
     "MAX_REPORT_BYTES",
     "TOPIC_ROOT",

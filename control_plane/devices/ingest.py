@@ -165,6 +165,13 @@ class ReportIngest:
                     unknown += len(records)
                     log.info("reports on a topic of an unknown device dropped: %s", exc.message)
                     continue
+                except InvalidInputError as exc:
+                    # One device's bad values roll back its own savepoint only;
+                    # the batch, and every other device's reports, go on.
+                    malformed[device] += len(records)
+                    self.stats.add(malformed=len(records))
+                    log.warning("dropped %d reports of %s: %s", len(records), device, exc.message)
+                    continue
                 accepted += result.accepted
                 duplicates += result.duplicates
             for device, (online, retained) in presence.items():

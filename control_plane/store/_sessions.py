@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import CursorResult, Engine, Select, update
-from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.exc import DataError, IntegrityError, StatementError
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -76,6 +76,8 @@ class SessionScope:
                     yield session
         except IntegrityError as exc:
             raise conflict(exc, duplicates or {}, what) from exc
+        except DataError as exc:  # e.g. a number out of its column's range (PostgreSQL)
+            raise InvalidInputError(f"{what}: a value does not fit its column") from exc
         except StatementError as exc:
             if isinstance(exc.orig, ValueError):  # refused by a column type, e.g. a naive time
                 raise InvalidInputError(f"{what}: {exc.orig}") from exc

@@ -76,11 +76,13 @@ class Fields:
             raise self._fail(name, f"an integer from {minimum} to {maximum}")
         return value
 
-    def optional_integer(self, name: str, *, minimum: int = 0) -> int | None:
+    def optional_integer(
+        self, name: str, *, minimum: int = 0, maximum: int = 2**63 - 1
+    ) -> int | None:
         if self._obj.get(name) is None:
             self._obj.pop(name, None)
             return None
-        return self.integer(name, minimum=minimum)
+        return self.integer(name, minimum=minimum, maximum=maximum)
 
     def number(self, name: str, *, minimum: float = 0.0) -> float:
         value = self._take(name, optional=False)

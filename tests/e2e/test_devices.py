@@ -444,6 +444,14 @@ def test_malformed_mqtt_messages_are_counted_and_dropped(
             b'{"_type":"status"}',
             b'{"seq":1,"seq":2}',
             status(other.id, 1, UpdateState.COMMITTED),  # names another device
+            # well-formed JSON, but counters beyond any database column
+            canonical.encode(
+                {
+                    **StatusReport.decode(status(device.id, 2**20)).to_dict(),
+                    "seq": 2**40,
+                    "assignment_sequence": 2**40,
+                }
+            ),
         ):
             probe.publish(own, payload)
         wrong_presence = Presence(other.id, online=True).encode()
@@ -455,10 +463,10 @@ def test_malformed_mqtt_messages_are_counted_and_dropped(
     info = wait_for(
         lambda: (
             (i := device_info(server, device.id))["last_seq"] == 1
-            and i["malformed_reports"] == 5
+            and i["malformed_reports"] == 6
             and i
         ),
-        "the valid report after five malformed ones",
+        "the valid report after six malformed ones",
     )
     assert info["state"] == "staged"
     assert device_info(server, other.id)["last_seq"] == 0
