@@ -256,6 +256,13 @@ class Updater:
                 reverted = True
         if self.journal.clean_stop:
             self._save(clean_stop=False)
+        upd = self.journal.update
+        if not reverted and self.journal.state in RESTING and upd is not None and not upd.done:
+            # Died between recording an outcome and carrying it out (a revert
+            # moves the pointer back): finish first, so the model being
+            # reverted is never loaded again; it may be what crashed us.
+            self.installer.finish()
+            reverted = self.journal.state == S.REVERTED
         active = read_active(self.data_dir)
         if active is not None and self.journal.state in RESTING and self.journal.committed is None:
             self._save(committed=Release.from_slot(active))  # adopted, e.g. after re-enrolling

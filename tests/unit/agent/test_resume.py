@@ -75,6 +75,19 @@ def test_crash_around_a_revert_restores_the_committed_model(rig: Rig, state: S) 
     _assert_consistent(rig)
 
 
+def test_a_revert_interrupted_by_a_crash_never_loads_the_bad_model_again(rig: Rig) -> None:
+    rig.start()
+    m1, m2 = rig.release(1), rig.release(2)
+    rig.handle(rig.desired(m1))
+    rig.host.health_value = Health(inferences=50, errors=50)
+    _crash(rig, rig.desired(m2), S.REVERTED)  # recorded, pointer not yet moved back
+    assert rig.active_sha() == m2.artifact.sha256
+    rig.restart()  # the new model may be what crashed the process: it must not load
+    assert list(rig.host.activations) == [m1.artifact.sha256], rig.dump()
+    assert rig.active_sha() == m1.artifact.sha256
+    _assert_consistent(rig)
+
+
 def test_crash_loop_during_probation_reverts(rig: Rig) -> None:
     rig.start()
     m1, m2 = rig.release(1), rig.release(2)
