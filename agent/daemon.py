@@ -198,7 +198,11 @@ class Agent:
         interval = _watchdog_interval_s()
         tick = 1.0 if interval is None else max(0.5, interval / 2)
         while not self.stopping.wait(tick):
-            if interval is not None and self.worker.is_alive():
+            if not self.worker.is_alive():
+                # Without the update worker the agent would serve forever and never
+                # update: exit non-zero so systemd (or a container runtime) restarts it.
+                raise AgentError("the update worker stopped unexpectedly", check="worker")
+            if interval is not None:
                 state = self.updater.journal.state.value
                 _systemd_notify(f"WATCHDOG=1\nSTATUS=update {state}, link {self.transport.current}")
 

@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent._localwire import NPY, npy_array, npy_bytes, outputs_from_json
+from agent.errors import StateError
 from agent.serving import ModelHost, ModelInfo, ServingStats
 from agent.serving_errors import ApiError, InputError, NoModelError
 from agent.slots import ACTIVE_POINTER, read_active
@@ -96,7 +97,7 @@ class LocalModel:
         self._read_at = time.monotonic()
         try:
             slot = read_active(self._data_dir)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, StateError) as exc:
             if strict:
                 raise RuntimeLoadError(f"cannot read the active-model pointer: {exc}") from exc
             log.warning("cannot read the active-model pointer (still serving): %s", exc)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.errors import StateError
 from fleetcore.artifact import check_digest, store_path
 
 ACTIVE_POINTER = Path("slots") / "active.json"
@@ -131,8 +132,11 @@ def read_active(data_dir: Path) -> Slot | None:
         raw = (data_dir / ACTIVE_POINTER).read_bytes()
     except FileNotFoundError:
         return None
-    obj = json.loads(raw)
-    return None if obj is None else Slot.from_dict(obj, data_dir)
+    try:
+        obj = json.loads(raw)
+        return None if obj is None else Slot.from_dict(obj, data_dir)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StateError(f"the active-model pointer {ACTIVE_POINTER} is corrupt: {exc}") from exc
 
 
 def write_active(data_dir: Path, slot: Slot | None) -> None:

@@ -159,6 +159,9 @@ class Updater:
         except (AgentError, EdgefleetError, OSError) as exc:
             log.error("update worker: %s", one_line(exc))
             self.mailbox.sleep(5.0)
+        except Exception:  # a bug must not silently end updates: log it, keep going
+            log.exception("update worker: unexpected error")
+            self.mailbox.sleep(5.0)
 
     def _next_document(self) -> bytes | None:
         document = self.mailbox.take(timeout_s=1.0)
@@ -219,6 +222,9 @@ class Updater:
         self.recorder.announce(report={"state": S.REJECTED, **report, **why}, rejected=rejected)
 
     def _accept(self, desired: DesiredState, verdict: Verdict) -> None:
+        # A document waiting to be re-checked is older than one just accepted:
+        # checking it later could only produce a false "rejected".
+        self._retry = None
         manifest = verdict.release.manifest
         update = Update(
             sequence=verdict.assignment.sequence,
