@@ -106,8 +106,28 @@ def enroll(
     force: Annotated[
         bool, typer.Option("--force", help="Enroll again with a new key and identity.")
     ] = False,
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            "--root",
+            exists=True,
+            dir_okay=False,
+            help="Root metadata from the install bundle: the server's root must chain from it.",
+        ),
+    ] = None,
+    insecure_http: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-http",
+            help="Allow a plain http:// server that is not on this machine (trusted networks).",
+        ),
+    ] = False,
 ) -> None:
-    """Enroll this device: make its key, register it, pin the trust root."""
+    """Enroll this device: make its key, register it, pin the trust root.
+
+    The root is the server's unless --root gives the one to start from. Plain
+    HTTP is refused except to this machine or with --insecure-http.
+    """
     from agent.enroll import enroll as do_enroll  # noqa: PLC0415 - collects capabilities
 
     cfg, config_path = _config(config, data_dir)
@@ -119,6 +139,8 @@ def enroll(
             config=cfg,
             config_path=config_path,
             force=force,
+            root_anchor=None if root is None else root.read_bytes(),
+            allow_http=insecure_http,
         )
     except (AgentError, EdgefleetError) as exc:
         _fail(str(exc))

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -39,14 +40,23 @@ from agent import capabilities
 from agent.api import raise_for_status, tls_verify
 from agent.config import AgentConfig, save_config, with_overrides
 from agent.errors import (
+    AgentError,
     AlreadyEnrolledError,
     AuthError,
+    ConfigError,
     ConflictError,
     ServerError,
     StateError,
     TransportError,
 )
-from agent.identity import Identity, MqttCredential, is_enrolled, save_identity, save_root
+from agent.identity import (
+    Identity,
+    MqttCredential,
+    is_enrolled,
+    load_root,
+    save_identity,
+    save_root,
+)
 from agent.lock import DataDirLock
 from agent.statedb import DB_FILE
 from fleetcore import __version__, canonical
@@ -159,6 +169,66 @@ def _parse_answer(answer: Any, server: str, now: datetime) -> tuple[Identity, by
     return identity, root, trusted.root.version
 
 
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+def _check_transport_security(server: str, allow_http: bool) -> None:
+    """Plain HTTP would expose the token and let a network attacker pick the root."""
+    parsed = urlsplit(server)
+    if parsed.scheme == "https" or allow_http or parsed.hostname in _LOOPBACK:
+        return
+    raise ConfigError(
+        f"refusing to enroll over {parsed.scheme or 'an unknown scheme'}://: the enrollment "
+        "token and the root this device pins would travel unprotected. Use https://, or "
+        "--insecure-http on a network you trust (better with --root FILE)"
+    )
+
+
+def _anchored_root(
+    anchor: bytes, server_root: bytes, server: str, config: AgentConfig, transport: Any
+) -> tuple[bytes, int]:
+    """Walk from the operator-supplied root to the server's, verifying each step.
+
+    Every root from ``anchor`` on must be signed by the threshold of the one
+    before it, so a server (or anyone in between) cannot substitute its own.
+    """
+    trusted = TrustedSet(anchor)
+    target = TrustedSet(server_root).root.version
+    if target < trusted.root.version:
+        raise ServerError(
+            f"enrollment: the server's root v{target} is older than the pinned "
+            f"root v{trusted.root.version}"
+        )
+    latest = anchor
+    with httpx.Client(
+        base_url=server,
+        timeout=config.http.timeout_s,
+        verify=tls_verify(config.tls_ca_path),
+        transport=transport,
+    ) as client:
+        while trusted.root.version < target:
+            wanted = trusted.root.version + 1
+            try:
+                response = client.get(f"/v1/metadata/root/{wanted}")
+                response.raise_for_status()
+            except httpx.HTTPError as exc:
+                raise ServerError(f"enrollment: cannot fetch root v{wanted}: {exc}") from exc
+            trusted.update_root(response.content)
+            latest = response.content
+    if canonical.decode(latest) != canonical.decode(server_root):
+        raise ServerError(
+            f"enrollment: the server's root v{target} is not the one that chains from --root"
+        )
+    return latest, target
+
+
+def _pinned_version(data_dir: Path) -> int | None:
+    try:
+        return TrustedSet(load_root(data_dir)).root.version
+    except (OSError, EdgefleetError, AgentError):
+        return None
+
+
 def _reset_state(data_dir: Path) -> None:
     """Forget the previous identity's journal, outbox, downloads and root."""
     db = data_dir / DB_FILE
@@ -175,10 +245,15 @@ def enroll(
     config: AgentConfig,
     config_path: Path,
     force: bool = False,
+    root_anchor: bytes | None = None,
+    allow_http: bool = False,
     transport: httpx.BaseTransport | None = None,
 ) -> EnrollResult:
+    """Enroll; with ``root_anchor`` (the install bundle's root) the server's root must
+    chain from it. Plain HTTP is refused except on loopback or with ``allow_http``."""
     data_dir = config.data_dir
     labels = check_labels(labels)
+    _check_transport_security(server, allow_http)
     if is_enrolled(data_dir) and not force:
         raise AlreadyEnrolledError(
             f"this device is already enrolled (data dir {data_dir}); "
@@ -194,6 +269,14 @@ def enroll(
         body = signed_request(key, caps, labels, _hostname(), now)
         answer = _post(config.server, token, body, config, transport)
         identity, root, version = _parse_answer(answer, config.server, now)
+        if root_anchor is not None:
+            root, version = _anchored_root(root_anchor, root, config.server, config, transport)
+        pinned = _pinned_version(data_dir) if force else None
+        if pinned is not None and version < pinned:
+            raise ServerError(
+                f"enrollment: the server's root v{version} is older than the root v{pinned} "
+                "this device already pins; refusing to move trust backwards"
+            )
         try:
             _reset_state(data_dir)
             save_identity(data_dir, identity, key)

@@ -38,6 +38,8 @@ usage: install.sh --server URL --token TOKEN [options]
   --token TOKEN       enrollment token (fleetctl enroll-token create)
   --token-file FILE   read the token from FILE instead (or set EDGEFLEET_ENROLL_TOKEN)
   --label KEY=VALUE   device label sent at enrollment; repeatable
+  --root FILE         root metadata from your install bundle: enrollment accepts the
+                      server's root only if it chains from this one
   --runtime NAME      onnx (default) or tflite: installs edgefleet[agent,NAME]
   --package SPEC      what pip installs instead of edgefleet[agent,NAME]: a version
                       (edgefleet[agent,onnx]==0.2.0), a wheel or a source directory
@@ -97,6 +99,8 @@ parse_args() {
 		--python=*) PYTHON=${1#*=}; shift ;;
 		--prefix) need_value "$1" $#; PREFIX=$2; shift 2 ;;
 		--prefix=*) PREFIX=${1#*=}; shift ;;
+		--root) need_value "$1" $#; ROOT_ANCHOR=$2; shift 2 ;;
+		--root=*) ROOT_ANCHOR=${1#*=}; shift ;;
 		--no-enroll) ENROLL=0; shift ;;
 		--no-start) START=0; shift ;;
 		--print-config) PRINT=config; shift ;;
@@ -493,6 +497,10 @@ enroll() {
 	help=$(COLUMNS=200 "$agent" enroll --help </dev/null 2>/dev/null) ||
 		die "this edgefleet has no \`fleet-agent enroll\`; install a newer one with --package"
 	set -- "$agent" enroll --server "$SERVER" --config "$CONFIG_FILE" --data-dir "$DATA_DIR"
+	if [ -n "$ROOT_ANCHOR" ]; then
+		[ -r "$ROOT_ANCHOR" ] || die "cannot read the root metadata $ROOT_ANCHOR (--root)"
+		set -- "$@" --root "$ROOT_ANCHOR"
+	fi
 	saved_ifs=$IFS
 	IFS=$NL
 	for label in $LABELS; do
@@ -547,6 +555,7 @@ main() {
 	NL='
 '
 	SERVER='' TOKEN='' TOKEN_FILE='' LABELS='' PACKAGE='' PIP_ARGS='' PREFIX='' PRINT=''
+	ROOT_ANCHOR=''
 	RUNTIME=onnx START=1 ENROLL=1 PYTHON=${PYTHON:-}
 	# The token may come from the environment; keep it out of every other
 	# child's environment from here on.

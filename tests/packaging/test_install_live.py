@@ -49,6 +49,8 @@ def test_installed_agent_enrolls_and_commits_an_assigned_release(
     done = run_install(
         *("--prefix", prefix, "--no-start", "--python", sys.executable),
         *("--server", server.url, "--label", "hw=ci"),
+        # the root from the "install bundle": the server's must chain from it
+        *("--root", server.data_dir / "trust" / "root" / "1.root.json"),
         *("--pip-args", f"--no-index --find-links {wheelhouse}"),
         env={"EDGEFLEET_ENROLL_TOKEN": token},
     )

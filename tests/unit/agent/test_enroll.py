@@ -13,7 +13,14 @@ from agent.capabilities import ORT_MAX_OPSET, accelerators, collect, onnx_opsets
 from agent.cli import app
 from agent.config import AgentConfig, load_config
 from agent.enroll import enroll
-from agent.errors import AlreadyEnrolledError, AuthError, ConflictError, ServerError, StateError
+from agent.errors import (
+    AlreadyEnrolledError,
+    AuthError,
+    ConfigError,
+    ConflictError,
+    ServerError,
+    StateError,
+)
 from agent.identity import IDENTITY_FILE, KEY_FILE, ROOT_FILE, load_identity, load_key
 from agent.lock import DataDirLock
 from fleetcore.envelope import Envelope
@@ -176,3 +183,32 @@ def test_accelerators_from_device_nodes(tmp_path: Path) -> None:
     (tmp_path / "dri").mkdir()
     (tmp_path / "dri" / "renderD128").touch()
     assert accelerators(tmp_path) == ("edgetpu:apex_0", "dri:renderD128")
+
+
+def test_plain_http_off_this_machine_is_refused_before_anything_is_sent(
+    cp: FakeControlPlane, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match="https"):
+        enroll(
+            server="http://fleet.example.com",
+            token=cp.state.enroll_token,
+            labels={},
+            config=AgentConfig(data_dir=tmp_path / "data"),
+            config_path=tmp_path / "agent.toml",
+        )
+    assert cp.state.enrollments == []
+    assert not (tmp_path / "data" / ROOT_FILE).exists()
+
+
+def test_a_root_anchor_pins_only_a_root_that_chains_from_it(
+    cp: FakeControlPlane, tmp_path: Path
+) -> None:
+    served = json.dumps(cp.state.enroll_answer["root"]).encode()
+    run_enroll(cp, tmp_path, root_anchor=served)
+    assert (tmp_path / "data" / ROOT_FILE).exists()
+
+    # A server (or anyone in between) handing out another root is refused.
+    other = RepoSim.create().root_bytes()
+    with pytest.raises(ServerError, match="chains"):
+        run_enroll(cp, tmp_path / "second", root_anchor=other)
+    assert not (tmp_path / "second" / "data" / ROOT_FILE).exists()
