@@ -37,6 +37,7 @@ from enum import Enum
 from typing import Any
 
 from fleetcore import canonical
+from fleetcore._capabilities import Capabilities
 from fleetcore.envelope import Envelope
 from fleetcore.errors import EdgefleetError, ProtocolError
 from fleetcore.metadata._fields import NAME, SHA256_HEX, Fields, format_time, parse_time
@@ -57,7 +58,6 @@ MAX_REASON_CHARS = 2000
 #: within a signed 32-bit integer, what every database column of the control
 #: plane holds; a larger one is a malformed message, refused at parse time.
 MAX_COUNTER = 2**31 - 1
-_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}")
 
 
 class Channel(str, Enum):
@@ -364,78 +364,6 @@ class Presence:
             raise
         except EdgefleetError as exc:
             raise _wrap("presence", exc) from exc
-
-
-# -- capabilities ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What a device reports at enrollment so rollouts can match releases to it.
-
-    ``runtimes`` maps runtime name (``onnxruntime``, ``tflite-runtime``,
-    ``ai-edge-litert``) to its version; ``onnx_opsets`` is the inclusive range
-    of ONNX opsets the installed onnxruntime accepts, or ``None``.
-    """
-
-    runtimes: dict[str, str]
-    formats: tuple[str, ...]
-    onnx_opsets: tuple[int, int] | None
-    arch: str
-    ram_bytes: int
-    disk_free_bytes: int
-    accelerators: tuple[str, ...] = ()
-    os: str = ""
-    python: str = ""
-    agent_version: str = ""
-    unrecognized: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    @classmethod
-    def from_dict(cls, obj: Any) -> Capabilities:
-        try:
-            f = _fields(obj, "capabilities")
-            runtimes = f.required_object("runtimes")
-            if not all(isinstance(k, str) and isinstance(v, str) for k, v in runtimes.items()):
-                raise ProtocolError("capabilities runtimes must map names to version strings")
-            opsets = f.array("onnx_opsets", optional=True, max_items=2)
-            if opsets and (
-                len(opsets) != 2
-                or not all(isinstance(o, int) and not isinstance(o, bool) for o in opsets)
-                or opsets[0] > opsets[1]
-            ):
-                raise ProtocolError("capabilities onnx_opsets must be [lowest, highest]")
-            return cls(
-                runtimes=dict(sorted(runtimes.items())),
-                formats=f.string_list("formats", pattern=_TOKEN),
-                onnx_opsets=(opsets[0], opsets[1]) if opsets else None,
-                arch=f.string("arch"),
-                ram_bytes=f.integer("ram_bytes"),
-                disk_free_bytes=f.integer("disk_free_bytes"),
-                accelerators=f.string_list("accelerators", pattern=_TOKEN, optional=True),
-                os=f.optional_string("os") or "",
-                python=f.optional_string("python") or "",
-                agent_version=f.optional_string("agent_version") or "",
-                unrecognized=f.rest(),
-            )
-        except ProtocolError:
-            raise
-        except EdgefleetError as exc:
-            raise _wrap("capabilities", exc) from exc
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.unrecognized,
-            "runtimes": dict(sorted(self.runtimes.items())),
-            "formats": list(self.formats),
-            "onnx_opsets": None if self.onnx_opsets is None else list(self.onnx_opsets),
-            "arch": self.arch,
-            "ram_bytes": self.ram_bytes,
-            "disk_free_bytes": self.disk_free_bytes,
-            "accelerators": list(self.accelerators),
-            "os": self.os,
-            "python": self.python,
-            "agent_version": self.agent_version,
-        }
 
 
 __all__ = [
