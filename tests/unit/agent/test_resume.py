@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+from agent import updater as updater_module
+from agent.errors import TransportError
 from agent.host import Health
 from agent.slots import blob_path
 from agent.workflow import IN_PROGRESS
@@ -140,3 +142,24 @@ def test_load_failure_of_the_new_model_at_boot_reverts(rig: Rig) -> None:
     assert rig.state == S.REVERTED
     assert rig.reports()[-1].reason == "runtime"
     assert rig.active_sha() == m1.artifact.sha256
+
+
+def test_a_document_waiting_for_a_recheck_is_dropped_once_a_newer_one_is_accepted(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    updater = rig.start()
+    m1, m2 = rig.release(1), rig.release(2)
+    older, newer = rig.desired(m1, sequence=1), rig.desired(m2, sequence=2)
+    verify = updater.gate.verify
+
+    def unreachable(*args: object, **kwargs: object) -> object:
+        raise TransportError("the control plane is unreachable")
+
+    monkeypatch.setattr(updater_module, "RETRY_LATER_S", 0.0)  # due at once
+    monkeypatch.setattr(updater.gate, "verify", unreachable)
+    updater.consider(older)  # cannot be checked now: kept for a later re-check
+    monkeypatch.setattr(updater.gate, "verify", verify)
+    rig.handle(newer)
+    assert rig.state == S.COMMITTED and rig.active_sha() == m2.artifact.sha256
+    assert updater._next_document() is None  # the older one is never re-checked
+    assert rig.state == S.COMMITTED, rig.dump()
