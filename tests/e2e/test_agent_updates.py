@@ -178,13 +178,18 @@ class Fleet:
             agent.stop()
 
 
-def _set_data_dir(agent: AgentProcess, data_dir: Path) -> None:
+def _set_config(agent: AgentProcess, key: str, value: str) -> None:
+    """Replace ``key = …`` in the agent's configuration (``value`` as TOML)."""
     text = agent.config_path.read_text()
     lines = [
-        f"data_dir = {json.dumps(str(data_dir))}" if line.startswith("data_dir") else line
+        f"{key} = {value}" if line.split("=")[0].strip() == key else line
         for line in text.splitlines()
     ]
     agent.config_path.write_text("\n".join(lines) + "\n")
+
+
+def _set_data_dir(agent: AgentProcess, data_dir: Path) -> None:
+    _set_config(agent, "data_dir", json.dumps(str(data_dir)))
     agent.data_dir = data_dir
 
 
@@ -262,10 +267,10 @@ def test_crash_loop_in_probation_reverts_to_the_previous_model(
     agent.wait_for(lambda s: s.get("state") == "probation", what="probation of release 1")
     # Commit release 1 the clean way: a shorter probation after a clean restart.
     agent.terminate()
-    _set_probation(agent, 1.0)
+    _set_config(agent, "probation_s", "1.0")
     agent.start()
     agent.wait_for_state("committed", sequence=first)
-    _set_probation(agent, 120.0)
+    _set_config(agent, "probation_s", "120.0")
     agent.restart(kill=False)
     sequence = assign(fleet.server, device, releases["2"])
     agent.wait_for(
@@ -287,15 +292,6 @@ def test_crash_loop_in_probation_reverts_to_the_previous_model(
     assert active(agent) == (MODEL, releases["1"].counter)
     info = wait_server(fleet.server, device, lambda i: i.get("state") == "reverted")
     assert (info["current"] or {}).get("release") == releases["1"].counter
-
-
-def _set_probation(agent: AgentProcess, seconds: float) -> None:
-    text = agent.config_path.read_text()
-    lines = [
-        f"probation_s = {seconds!r}" if line.startswith("probation_s") else line
-        for line in text.splitlines()
-    ]
-    agent.config_path.write_text("\n".join(lines) + "\n")
 
 
 # -- downloads -------------------------------------------------------------------------------
