@@ -66,8 +66,8 @@ from agent.slots import (
 )
 from agent.trustgate import TrustGate
 from agent.workflow import ACTIVATED, IN_PROGRESS, Event
-from fleetcore.errors import ArtifactError, EdgefleetError
-from fleetcore.protocol import MAX_REASON_CHARS
+from fleetcore.errors import ArtifactError, EdgefleetError, ProtocolError
+from fleetcore.protocol import MAX_REASON_CHARS, DesiredState
 from fleetcore.protocol import UpdateState as S
 
 log = logging.getLogger("agent.updater")
@@ -129,7 +129,18 @@ class Installer:
             self.finish()
 
     def _interrupted(self) -> bool:
-        return self._stop.is_set() or self.mailbox.pending
+        """Stop the step at hand: shutting down, or a different desired state waits.
+
+        A redelivery of the update in progress (a retained message on reconnect,
+        the HTTP reconciliation after it) is dropped here instead: restarting a
+        download for it would throw away the bytes already received.
+        """
+        if self._stop.is_set():
+            return True
+        upd = self.journal.update
+        if upd is None:
+            return self.mailbox.pending
+        return self.mailbox.discard_if(lambda document: _same_assignment(document, upd.assignment))
 
     def _step(self) -> None:
         upd = self.journal.update
@@ -280,6 +291,13 @@ class Installer:
             log.info("removed unused artifact %s…", digest[:16])
         if j.update is not None:
             self._save(update=replace(j.update, done=True))
+
+
+def _same_assignment(document: bytes, assignment: bytes) -> bool:
+    try:
+        return DesiredState.decode(document).assignment == assignment
+    except ProtocolError:
+        return False
 
 
 __all__ = ["Installer", "one_line"]

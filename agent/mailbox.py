@@ -16,6 +16,7 @@ at once.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 
 class Mailbox:
@@ -43,6 +44,16 @@ class Mailbox:
                 self._ready.wait(timeout_s)
             item, self._item = self._item, None
             return item
+
+    def discard_if(self, duplicate: Callable[[bytes], bool]) -> bool:
+        """Drop the waiting offer when ``duplicate(offer)``; True when one is still waiting.
+
+        Atomic, so an offer that arrives meanwhile is never dropped unchecked.
+        """
+        with self._lock:
+            if self._item is not None and duplicate(self._item):
+                self._item = None
+            return self._item is not None
 
     def interrupt(self) -> None:
         """Wake a sleeping worker without offering anything (shutdown)."""
