@@ -12,10 +12,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from control_plane.api.schemas import MAX_COUNTER, NAME, RequestModel
+from control_plane.api.schemas import MAX_COUNTER, NAME, RecordModel, RequestModel
 from control_plane.devices.enroll import Enrolled
 from control_plane.devices.service import DeviceView
-from control_plane.store import DeviceAssignmentRecord, DeviceRecord, DeviceReportRecord
+from control_plane.store import DeviceRecord, DeviceReportRecord
 from fleetcore.protocol import DEVICE_ID, LABEL_KEY, LABEL_VALUE, MAX_LABELS
 
 DEVICE = f"^{DEVICE_ID.pattern}$"
@@ -102,7 +102,7 @@ class ReportPublic(BaseModel):
         )
 
 
-class AssignmentPublic(BaseModel):
+class AssignmentPublic(RecordModel):
     device_id: str
     sequence: int
     model: str
@@ -113,21 +113,6 @@ class AssignmentPublic(BaseModel):
     expires_at: datetime
     created_by: str
     published_at: datetime | None
-
-    @classmethod
-    def from_record(cls, r: DeviceAssignmentRecord) -> AssignmentPublic:
-        return cls(
-            device_id=r.device_id,
-            sequence=r.sequence,
-            model=r.model,
-            release=r.release,
-            manifest_sha256=r.manifest_sha256,
-            artifact_sha256=r.artifact_sha256,
-            issued_at=r.issued_at,
-            expires_at=r.expires_at,
-            created_by=r.created_by,
-            published_at=r.published_at,
-        )
 
 
 class DeviceDetail(DevicePublic):

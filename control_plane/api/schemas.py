@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from control_plane.store import (
-    ApiTokenRecord,
-    AuditRecord,
-    EnrollTokenRecord,
     ModelVersionRecord,
     ReleaseRecord,
     Role,
@@ -52,6 +49,19 @@ def _check_values(value: Any) -> None:
             stack.extend((child, depth + 1) for child in item.values())
         elif isinstance(item, list):
             stack.extend((child, depth + 1) for child in item)
+
+
+_R = TypeVar("_R", bound="RecordModel")
+
+
+class RecordModel(BaseModel):
+    """A response model read from the same-named attributes of a store record."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @classmethod
+    def from_record(cls: type[_R], record: object) -> _R:
+        return cls.model_validate(record)
 
 
 class RequestModel(BaseModel):
@@ -189,24 +199,13 @@ class TokenCreate(RequestModel):
     expires_in_days: int | None = Field(None, ge=1, le=3650)
 
 
-class TokenPublic(BaseModel):
+class TokenPublic(RecordModel):
     name: str
     role: Role
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
-
-    @classmethod
-    def from_record(cls, r: ApiTokenRecord) -> TokenPublic:
-        return cls(
-            name=r.name,
-            role=r.role,
-            created_at=r.created_at,
-            expires_at=r.expires_at,
-            revoked_at=r.revoked_at,
-            last_used_at=r.last_used_at,
-        )
 
 
 class TokenCreated(TokenPublic):
@@ -219,7 +218,7 @@ class EnrollTokenCreate(RequestModel):
     expires_in_hours: int = Field(24, ge=1, le=24 * 365)
 
 
-class EnrollTokenPublic(BaseModel):
+class EnrollTokenPublic(RecordModel):
     id: int
     labels: dict[str, str]
     max_uses: int
@@ -228,24 +227,12 @@ class EnrollTokenPublic(BaseModel):
     created_at: datetime
     created_by: str
 
-    @classmethod
-    def from_record(cls, r: EnrollTokenRecord) -> EnrollTokenPublic:
-        return cls(
-            id=r.id,
-            labels=r.labels,
-            max_uses=r.max_uses,
-            uses=r.uses,
-            expires_at=r.expires_at,
-            created_at=r.created_at,
-            created_by=r.created_by,
-        )
-
 
 class EnrollTokenCreated(EnrollTokenPublic):
     token: str = Field(description="the secret; shown once")
 
 
-class AuditPublic(BaseModel):
+class AuditPublic(RecordModel):
     id: int
     at: datetime
     actor: str
@@ -253,18 +240,6 @@ class AuditPublic(BaseModel):
     object_type: str
     object_id: str
     change: dict[str, Any]
-
-    @classmethod
-    def from_record(cls, r: AuditRecord) -> AuditPublic:
-        return cls(
-            id=r.id,
-            at=r.at,
-            actor=r.actor,
-            action=r.action,
-            object_type=r.object_type,
-            object_id=r.object_id,
-            change=r.change,
-        )
 
 
 class WhoAmI(BaseModel):
