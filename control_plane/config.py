@@ -138,6 +138,15 @@ class Settings(BaseSettings):
         le=60,
         description="how often a long-poll looks for assignments made by other workers",
     )
+    rollout_tick_s: float = Field(
+        1.0, gt=0, le=60, description="how often each process drives the rollouts it holds"
+    )
+    rollout_lease_s: float = Field(
+        30.0,
+        ge=2,
+        le=3600,
+        description="a replica's hold on a rollout; another takes over this long after it dies",
+    )
     validation: ValidationSettings = ValidationSettings()
     mqtt: MqttSettings = MqttSettings()
 

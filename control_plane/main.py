@@ -5,9 +5,10 @@ app; nothing happens at import time. ``fleetctl serve`` runs
 ``create_app_from_env`` under uvicorn after applying database migrations.
 
 The lifespan of each worker brings the broker's password file up to date,
-starts the MQTT bridge when ``mqtt.url`` is set, and runs one background task
-that renews assignments due for renewal (and re-syncs the password file)
-every ``assignment_renew_check_s`` seconds.
+starts the MQTT bridge when ``mqtt.url`` is set, and runs two background
+tasks: one renews assignments due for renewal (and re-syncs the password
+file) every ``assignment_renew_check_s`` seconds, the other drives the
+rollouts this process holds the lease of every ``rollout_tick_s`` seconds.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from control_plane.api.routes import (
     meta,
     models,
     releases,
+    rollouts,
     tokens,
 )
 from control_plane.artifacts.filesystem import FilesystemArtifactStore
@@ -48,6 +50,10 @@ from control_plane.devices.service import DeviceService
 from control_plane.mqtt.bridge import MqttBridge
 from control_plane.registry.service import RegistryService
 from control_plane.releases.service import ReleaseService
+from control_plane.rollouts.control import RolloutControl
+from control_plane.rollouts.driver import DriverSettings, RolloutDriver
+from control_plane.rollouts.revert import FleetRevert
+from control_plane.rollouts.service import RolloutService
 from control_plane.services import DeviceServices, Services, utc_now
 from control_plane.store import Store
 from control_plane.store.sql import SqlStore
@@ -59,7 +65,8 @@ DESCRIPTION = """\
 The edgefleet control plane: a registry of quantized model versions with a
 validation gate, signed releases, content-addressed artifact serving, device
 enrollment, signed per-device assignments (over MQTT and HTTP long-poll),
-status reports, operator tokens with roles, and an audit log of every change.
+status reports, staged rollouts with gates and automatic revert, operator
+tokens with roles, and an audit log of every change.
 
 Authenticate with `Authorization: Bearer <token>` (create the first admin token
 on the server host with `fleetctl token create NAME --role admin --local`).
@@ -81,6 +88,11 @@ def build_devices(
     ingest = ReportIngest(store, clock)
     device_service = DeviceService(store, device_auth, broker, clock)
     director.listeners.append(watch.notify)
+    revert = FleetRevert(store, director, release_service, clock)
+    control = RolloutControl(store, revert, clock)
+    driver = RolloutDriver(
+        store, director, control, clock, DriverSettings(lease_s=settings.rollout_lease_s)
+    )
     bridge = None
     if settings.mqtt.url is not None:
         bridge = MqttBridge(
@@ -96,6 +108,9 @@ def build_devices(
         desired=DesiredService(director, watch),
         ingest=ingest,
         broker=broker,
+        rollouts=RolloutService(store, director, release_service, control, clock),
+        driver=driver,
+        revert=revert,
         bridge=bridge,
     )
 
@@ -130,6 +145,16 @@ async def _maintain(fleet: DeviceServices, every_s: float) -> None:
         await asyncio.sleep(every_s)
 
 
+async def _drive_rollouts(fleet: DeviceServices, every_s: float) -> None:
+    """Drive the rollouts this process holds, forever."""
+    while True:
+        try:
+            await anyio.to_thread.run_sync(fleet.driver.tick)
+        except Exception:  # a database hiccup: try again next round
+            log.exception("driving rollouts failed")
+        await asyncio.sleep(every_s)
+
+
 def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
     svc = services or build_services(settings)
 
@@ -141,7 +166,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         gc.collect()
         gc.freeze()
         fleet = svc.fleet
-        maintenance = None
+        maintenance = driving = None
         if fleet is not None:
             # The control plane's own broker account must exist before it connects.
             await anyio.to_thread.run_sync(fleet.broker.sync_quietly)
@@ -149,11 +174,15 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
                 fleet.bridge.start()
             interval = settings.assignment_renew_check_s
             maintenance = asyncio.create_task(_maintain(fleet, interval), name="maintenance")
+            driving = asyncio.create_task(
+                _drive_rollouts(fleet, settings.rollout_tick_s), name="rollouts"
+            )
         yield
-        if maintenance is not None:
-            maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await maintenance
+        for task in (maintenance, driving):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if fleet is not None and fleet.bridge is not None:
             await anyio.to_thread.run_sync(fleet.bridge.stop)
         dispose = getattr(svc.store, "dispose", None)
@@ -169,7 +198,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.state.services = svc
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     errors.install(app)
-    for module in (meta, artifacts, models, releases, tokens, devices, device_api):
+    for module in (meta, artifacts, models, releases, tokens, devices, device_api, rollouts):
         app.include_router(module.router)
     return app
 

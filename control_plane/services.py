@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from control_plane.mqtt.bridge import MqttBridge
     from control_plane.registry.service import RegistryService
     from control_plane.releases.service import ReleaseService
+    from control_plane.rollouts.driver import RolloutDriver
+    from control_plane.rollouts.revert import FleetRevert
+    from control_plane.rollouts.service import RolloutService
 
 
 def utc_now() -> datetime:
@@ -45,6 +48,9 @@ class DeviceServices:
     desired: DesiredService
     ingest: ReportIngest
     broker: BrokerAccounts
+    rollouts: RolloutService
+    driver: RolloutDriver
+    revert: FleetRevert
     bridge: MqttBridge | None = None
 
 

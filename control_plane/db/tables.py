@@ -44,6 +44,7 @@ from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from control_plane.store.records import ReleaseState, Role, VersionState
+from control_plane.store.rollout_records import TargetStatus
 from fleetcore.protocol import UpdateState
 
 E = TypeVar("E", bound=Enum)
@@ -277,6 +278,48 @@ class DeviceReportRow(TableBase, table=True):
     report: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
 
 
+class RolloutRow(TableBase, table=True):
+    __tablename__ = "rollout"
+
+    id: str = Field(sa_type=String, primary_key=True)
+    name: str = Field(sa_type=String, unique=True)
+    model: str = Field(sa_type=String)
+    release: int = Field(sa_type=Integer)
+    spec: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    spec_digest: str = Field(sa_type=String)
+    phase: str = Field(sa_type=String, index=True)
+    state: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    created_by: str = Field(sa_type=String)
+    updated_at: datetime = Field(sa_type=UtcDateTime)
+    revision: int = Field(default=0, sa_type=Integer)
+    lease_owner: str | None = Field(default=None, sa_type=String)
+    lease_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class RolloutDeviceRow(TableBase, table=True):
+    __tablename__ = "rollout_device"
+    __table_args__ = (
+        UniqueConstraint("rollout_id", "device_id"),
+        Index(None, "rollout_id", "status", "wave"),
+    )
+
+    id: int | None = Field(default=None, sa_type=Integer, primary_key=True)
+    rollout_id: str = Field(sa_type=String, foreign_key="rollout.id")
+    device_id: str = Field(sa_type=String, foreign_key="device.id", index=True)
+    wave: int = Field(sa_type=Integer)
+    order_key: str = Field(sa_type=String)
+    status: TargetStatus = Field(sa_type=EnumText(TargetStatus))
+    stratum: str | None = Field(default=None, sa_type=String)
+    attempts: int = Field(default=0, sa_type=Integer)
+    sequence: int | None = Field(default=None, sa_type=Integer)
+    assigned_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    previous_release: int | None = Field(default=None, sa_type=Integer)
+    revert_sequence: int | None = Field(default=None, sa_type=Integer)
+    reason: str | None = Field(default=None, sa_type=Text)
+
+
 __all__ = [
     "NAMING_CONVENTION",
     "ApiTokenRow",
@@ -290,6 +333,8 @@ __all__ = [
     "ModelVersionRow",
     "ReleaseRow",
     "RevocationRow",
+    "RolloutDeviceRow",
+    "RolloutRow",
     "TableBase",
     "UtcDateTime",
     "metadata",

@@ -108,6 +108,41 @@ class Director:
         self._changed(device_id)
         return signed
 
+    def prepare(
+        self, model: str, release: int, now: datetime
+    ) -> tuple[ReleaseRecord, ReleaseManifest]:
+        """The release and its manifest, if it can be assigned now (else StateError)."""
+        record = self.releases.get(model, release)
+        return record, self._assignable(record, now)
+
+    def assign_in(
+        self,
+        tx: Store,
+        device: DeviceRecord,
+        record: ReleaseRecord,
+        manifest: ReleaseManifest,
+        now: datetime,
+        actor: str,
+    ) -> DeviceAssignmentRecord:
+        """Sign and store one assignment inside the caller's transaction.
+
+        For callers that assign many devices at once (rollouts, reverts): the
+        caller checked the release with :meth:`prepare`, and calls
+        :meth:`notify` after its transaction commits.
+        """
+        reasons = incompatibilities(Capabilities.from_dict(device.capabilities), manifest)
+        if reasons:
+            raise InvalidInputError(
+                f"device {device.id} cannot run {record.model} release {record.counter}: "
+                + "; ".join(reasons)
+            )
+        return self._sign(tx, device.id, record, manifest, now, actor)
+
+    def notify(self, device_ids: list[str]) -> None:
+        """Tell the listeners that these devices' desired states changed."""
+        for device_id in device_ids:
+            self._changed(device_id)
+
     def renew_due(self) -> list[DeviceAssignmentRecord]:
         """Re-sign assignments with less than half their lifetime left; return the new ones."""
         now = self.clock().replace(microsecond=0)

@@ -43,10 +43,11 @@ from control_plane.store.records import (
     RevocationRecord,
     VersionState,
 )
+from control_plane.store.rollout_port import RolloutStore
 from fleetcore.protocol import UpdateState
 
 
-class Store(Protocol):
+class Store(RolloutStore, Protocol):
     def transaction(self) -> AbstractContextManager[Store]:
         """A store whose writes commit together at the end of the block."""
         ...

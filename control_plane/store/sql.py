@@ -24,7 +24,8 @@ Invariants:
   :class:`InvalidInputError` and writes nothing.
 
 The device methods (devices, assignments, status reports) live in
-:mod:`control_plane.store._device_sql`, which this class inherits.
+:mod:`control_plane.store._device_sql`, the rollout methods in
+:mod:`control_plane.store._rollout_sql`; this class inherits both.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from control_plane.db.tables import (
 )
 from control_plane.errors import InvalidInputError, NotFoundError, StateError
 from control_plane.store._device_sql import DeviceSql
+from control_plane.store._rollout_sql import RolloutSql
 from control_plane.store._rows import (
     insert,
     insert_once,
@@ -67,7 +69,7 @@ from control_plane.store.records import (
 )
 
 
-class SqlStore(DeviceSql):
+class SqlStore(DeviceSql, RolloutSql):
     """A :class:`~control_plane.store.port.Store` on a SQLAlchemy engine."""
 
     # -- artifacts -----------------------------------------------------------------

@@ -34,7 +34,8 @@ T0 = datetime(2025, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
 REGISTRY_TABLES = {"artifact", "model_version", "release", "revocation"}
 AUTH_AUDIT_TABLES = {"api_token", "enroll_token", "audit_entry"}
 DEVICE_TABLES = {"device", "device_assignment", "device_report"}
-ALL_TABLES = REGISTRY_TABLES | AUTH_AUDIT_TABLES | DEVICE_TABLES
+ROLLOUT_TABLES = {"rollout", "rollout_device"}
+ALL_TABLES = REGISTRY_TABLES | AUTH_AUDIT_TABLES | DEVICE_TABLES | ROLLOUT_TABLES
 
 
 def tables(engine: Engine) -> set[str]:
@@ -99,12 +100,13 @@ def add_device(store: SqlStore) -> DeviceRecord:
     )
 
 
-def test_head_and_history_are_the_registry_auth_and_device_revisions() -> None:
-    assert migrate.head() == "0003_devices"
+def test_head_and_history_are_the_registry_auth_device_and_rollout_revisions() -> None:
+    assert migrate.head() == "0004_rollouts"
     assert [(r.id, r.down_revision) for r in migrate.history()] == [
         ("0001_registry", None),
         ("0002_auth_audit", "0001_registry"),
         ("0003_devices", "0002_auth_audit"),
+        ("0004_rollouts", "0003_devices"),
     ]
 
 
@@ -128,8 +130,10 @@ def test_schema_comparison_sees_a_missing_revision(database_url: str, engine: En
     added_tables = {diff[1].name for diff in diffs if diff[0] == "add_table"}
     indexed_tables = {diff[1].table.name for diff in diffs if diff[0] == "add_index"}
     assert {diff[0] for diff in diffs} == {"add_table", "add_index"}
-    assert added_tables == AUTH_AUDIT_TABLES | DEVICE_TABLES
-    assert indexed_tables == {"audit_entry", "device", "device_assignment"}
+    assert added_tables == AUTH_AUDIT_TABLES | DEVICE_TABLES | ROLLOUT_TABLES
+    assert indexed_tables == {
+        "audit_entry", "device", "device_assignment", "rollout", "rollout_device"
+    }  # fmt: skip
 
 
 def test_upgrade_from_the_previous_revision_keeps_the_rows(
@@ -142,7 +146,7 @@ def test_upgrade_from_the_previous_revision_keeps_the_rows(
     migrate.upgrade(database_url)
 
     store = SqlStore(engine)
-    assert migrate.current(database_url) == "0003_devices"
+    assert migrate.current(database_url) == "0004_rollouts"
     assert store.get_version("sensor", "1.0.0") == version
     assert store.get_release("sensor", 1) == release
     assert [r.sha256 for r in store.list_revocations()] == ["c" * 64]
@@ -169,7 +173,7 @@ def test_downgrade_to_the_previous_revision_and_back(database_url: str, engine: 
 
     migrate.upgrade(database_url)
     store = SqlStore(engine)
-    assert migrate.current(database_url) == "0003_devices"
+    assert migrate.current(database_url) == "0004_rollouts"
     assert store.count_api_tokens() == 0  # the table came back empty
     assert store.get_version_by_id(version.id) == version
     assert schema_diffs(engine) == []
@@ -183,6 +187,10 @@ def test_downgrade_from_devices_keeps_the_auth_rows_and_drops_only_devices(
         ApiTokenRecord(name="ci", role=Role.ADMIN, token_hash="d" * 64, created_at=T0)
     )
     device = add_device(SqlStore(engine))
+
+    migrate.downgrade(database_url, "0003_devices")
+    assert tables(engine) == REGISTRY_TABLES | AUTH_AUDIT_TABLES | DEVICE_TABLES
+    assert SqlStore(engine).get_device(device.id) == device
 
     migrate.downgrade(database_url, "0002_auth_audit")
     assert tables(engine) == REGISTRY_TABLES | AUTH_AUDIT_TABLES
@@ -210,7 +218,7 @@ def test_unknown_revisions_are_invalid_input(database_url: str) -> None:
     migrate.upgrade(database_url)
     with pytest.raises(InvalidInputError):
         migrate.downgrade(database_url, "nonexistent")
-    assert migrate.current(database_url) == "0003_devices"
+    assert migrate.current(database_url) == "0004_rollouts"
 
 
 def test_current_of_a_missing_sqlite_file_creates_nothing(tmp_path: Path) -> None:
@@ -261,7 +269,7 @@ def test_db_commands_upgrade_and_report_the_revision(cli_database: Path) -> None
     code, out, _ = run_db("current", "--config", config)
     assert code == 0
     assert "revision: empty" in out.splitlines()
-    assert "head: 0003_devices" in out.splitlines()
+    assert "head: 0004_rollouts" in out.splitlines()
 
     code, out, _ = run_db("upgrade", "--revision", "0001_registry", "--config", config)
     assert code == 0 and "upgraded: empty -> 0001_registry" in out.splitlines()
@@ -274,13 +282,14 @@ def test_db_commands_upgrade_and_report_the_revision(cli_database: Path) -> None
         "0002_auth_audit: Operator API tokens, device enrollment tokens and the audit log."
         " (pending)",
         "0003_devices: Enrolled devices, their signed assignments and their status reports."
-        " (pending, head)",
+        " (pending)",
+        "0004_rollouts: Staged rollouts and the devices each one targets. (pending, head)",
     ]
 
     code, out, _ = run_db("upgrade", "--config", config)
-    assert code == 0 and "upgraded: 0001_registry -> 0003_devices" in out.splitlines()
+    assert code == 0 and "upgraded: 0001_registry -> 0004_rollouts" in out.splitlines()
     code, out, _ = run_db("upgrade", "--config", config)
-    assert code == 0 and "up to date: 0003_devices" in out.splitlines()
+    assert code == 0 and "up to date: 0004_rollouts" in out.splitlines()
     code, out, _ = run_db("current", "--config", config)
     assert "status: up to date" in out.splitlines()
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from control_plane.api.deps import Operator, ServicesDep, Viewer
 from control_plane.api.errors import ERROR_RESPONSES
+from control_plane.api.rollout_schemas import RevertPublic, RevokedPublic
 from control_plane.api.schemas import (
     MAX_COUNTER,
     NAME,
@@ -88,9 +89,17 @@ def attach_signatures(
 
 
 @router.post(
-    "/{model}/{counter}/revoke", summary="Revoke a release; its hash is never installed again"
+    "/{model}/{counter}/revoke",
+    summary="Revoke a release; devices assigned it go back to their previous release",
 )
 def revoke(
     model: Model, counter: Counter, body: RevokeIn, svc: ServicesDep, actor: Operator
-) -> ReleasePublic:
-    return _public(svc, svc.releases.revoke(model, counter, body.reason, actor.name))
+) -> RevokedPublic:
+    if svc.fleet is None:
+        revoked, summary = svc.releases.revoke(model, counter, body.reason, actor.name), None
+    else:
+        revoked, summary = svc.fleet.revert.revoke(model, counter, body.reason, actor.name)
+    public = _public(svc, revoked)
+    return RevokedPublic(
+        **public.model_dump(), devices=None if summary is None else RevertPublic.of(summary)
+    )

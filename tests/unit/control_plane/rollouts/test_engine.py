@@ -1,0 +1,475 @@
+"""The rollout engine as named scenario tables, plus every illegal move (after h11).
+
+Each scenario is a list of steps ``(seconds after T0, event, phase, wave,
+actions)``; an action is written ``open N``, ``revert SCOPE N`` or a Record's
+decision. After every step the state must also survive ``to_dict`` /
+``from_dict``. The illegal-move test enumerates every (phase, event type) pair
+missing from TRANSITIONS and checks both halves of the contract: it raises, and
+the state is unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, NamedTuple
+
+import pytest
+
+from control_plane.errors import StateError
+from control_plane.rollouts.engine import (
+    TERMINAL,
+    TRANSITIONS,
+    Abort,
+    Action,
+    Event,
+    IllegalEventError,
+    Observe,
+    OpenWave,
+    Pause,
+    Phase,
+    Promote,
+    Record,
+    Resume,
+    Revert,
+    Rollback,
+    Rollout,
+    RolloutState,
+    Start,
+)
+from control_plane.rollouts.gates import GateResult, HealthEvidence, Outcome, WaveCounts
+from control_plane.rollouts.spec import (
+    AfterInconclusive,
+    Gates,
+    HealthGate,
+    OnFailure,
+    QualityGate,
+    QualityMode,
+    RolloutSpec,
+    Wave,
+)
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+OPS = "ops"
+CREATED, PROGRESSING, SOAKING = Phase.CREATED, Phase.PROGRESSING, Phase.SOAKING
+AWAITING, PAUSED, COMPLETED = Phase.AWAITING_APPROVAL, Phase.PAUSED, Phase.COMPLETED
+ABORTED, FAILED, ROLLED_BACK = Phase.ABORTED, Phase.FAILED, Phase.ROLLED_BACK
+
+THREE = (Wave(percent=10.0), Wave(percent=50.0), Wave(percent=100.0))
+SOAKED = tuple(replace(w, soak_s=600.0) for w in THREE)
+APPROVAL = (Wave(percent=10.0), Wave(percent=50.0, approval=True), Wave(percent=100.0))
+HEALTH = Gates(health=HealthGate(max_error_rate=0.01), inconclusive_timeout_s=300.0)
+
+
+def make(**kw: Any) -> RolloutSpec:
+    return RolloutSpec(name="r1", model="sensor", release=2, **{"waves": THREE, **kw})
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+DONE = Observe(WaveCounts(total=10, committed=10))  # no telemetry: health is inconclusive
+BUSY = Observe(WaveCounts(total=10, committed=4, installing=6))
+BREACH = Observe(WaveCounts(total=10, committed=2, failed=2, installing=6))  # can no longer pass
+FAILED_DONE = Observe(WaveCounts(total=10, committed=8, failed=2))
+HEALTHY = Observe(DONE.counts, HealthEvidence(1000, 0, 50.0, 50.0))
+SICK = Observe(DONE.counts, HealthEvidence(1000, 100, 50.0, 50.0))
+DRIFTED = Observe(DONE.counts, quality=GateResult("quality", Outcome.FAIL, "outputs drifted"))
+
+
+class Step(NamedTuple):
+    t: float
+    event: Event
+    phase: Phase
+    wave: int
+    actions: list[str]
+
+
+INSTALLED = ["wave.installed"]
+START = Step(0, Start(), PROGRESSING, 0, ["open 0", "wave.opened"])
+
+
+def opened(wave: int) -> list[str]:
+    return ["wave.passed", f"open {wave}", "wave.opened"]
+
+
+def passes(wave: int, t: float, event: Observe = DONE, last: bool = False) -> list[Step]:
+    """A wave without soak finishes, then passes at its next observation."""
+    if last:
+        judged = Step(t, event, COMPLETED, wave, ["wave.passed", "rollout.completed"])
+    else:
+        judged = Step(t, event, PROGRESSING, wave + 1, opened(wave + 1))
+    return [Step(t, event, SOAKING, wave, INSTALLED), judged]
+
+
+def through_awaiting(t: float = 10) -> list[Step]:
+    """APPROVAL waves: wave 0 passes and wave 1 waits for an operator."""
+    return [
+        START,
+        Step(t, DONE, SOAKING, 0, INSTALLED),
+        Step(t, DONE, AWAITING, 1, ["wave.passed", "wave.awaiting_approval"]),
+    ]
+
+
+def inconclusive(then: AfterInconclusive, **kw: Any) -> tuple[RolloutSpec, list[Step]]:
+    spec = make(gates=replace(HEALTH, after_inconclusive=then), **kw)
+    return spec, [
+        START,
+        Step(10, DONE, SOAKING, 0, INSTALLED),
+        Step(10, DONE, SOAKING, 0, ["gates.inconclusive"]),
+        Step(309, DONE, SOAKING, 0, []),
+    ]
+
+
+PROMOTED = ["rollout.promoted", "open 1", "wave.opened"]
+SCENARIOS: dict[str, tuple[RolloutSpec, list[Step]]] = {
+    "three waves, no soak": (make(), [
+        START,
+        Step(5, BUSY, PROGRESSING, 0, []),
+        Step(10, DONE, SOAKING, 0, INSTALLED),
+        Step(10, DONE, PROGRESSING, 1, ["wave.passed", "open 1", "wave.opened"]),
+        Step(20, BUSY, PROGRESSING, 1, []),
+        Step(30, DONE, SOAKING, 1, INSTALLED),
+        Step(30, DONE, PROGRESSING, 2, ["wave.passed", "open 2", "wave.opened"]),
+        Step(40, DONE, SOAKING, 2, INSTALLED),
+        Step(40, DONE, COMPLETED, 2, ["wave.passed", "rollout.completed"]),
+    ]),
+    "three waves with soak": (make(waves=SOAKED), [
+        START,
+        Step(10, DONE, SOAKING, 0, INSTALLED),
+        Step(609, DONE, SOAKING, 0, []),
+        Step(610, DONE, PROGRESSING, 1, opened(1)),
+        Step(620, DONE, SOAKING, 1, INSTALLED),
+        Step(1219, DONE, SOAKING, 1, []),
+        Step(1220, DONE, PROGRESSING, 2, opened(2)),
+        Step(1230, DONE, SOAKING, 2, INSTALLED),
+        Step(1830, DONE, COMPLETED, 2, ["wave.passed", "rollout.completed"]),
+    ]),
+    "a failing gate cuts the soak short": (make(waves=SOAKED, gates=HEALTH), [
+        START,
+        Step(10, HEALTHY, SOAKING, 0, INSTALLED),
+        Step(20, SICK, PAUSED, 0, ["wave.failed", "rollout.paused"]),
+    ]),
+    "install breach pauses": (make(), [
+        START,
+        Step(5, BREACH, PAUSED, 0, ["wave.failed", "rollout.paused"]),
+        Step(6, Resume(OPS), PROGRESSING, 0, ["rollout.resumed"]),
+        Step(7, BREACH, PAUSED, 0, ["wave.failed", "rollout.paused"]),
+    ]),
+    "install breach reverts the wave": (make(on_failure=OnFailure.REVERT_WAVE), [
+        START, *passes(0, 10), Step(20, BREACH, FAILED, 1, ["wave.failed", "revert wave 1"]),
+    ]),
+    "install breach reverts all": (make(on_failure=OnFailure.REVERT_ALL), [
+        START, *passes(0, 10), Step(20, BREACH, FAILED, 1, ["wave.failed", "revert all 1"]),
+    ]),
+    "install failure found as the wave finishes": (make(on_failure=OnFailure.REVERT_WAVE), [
+        START, Step(10, FAILED_DONE, FAILED, 0, ["wave.failed", "revert wave 0"]),
+    ]),
+    "inconclusive, then evidence arrives": (make(gates=HEALTH), [
+        *inconclusive(AfterInconclusive.PAUSE)[1], Step(310, HEALTHY, PROGRESSING, 1, opened(1)),
+    ]),
+    "inconclusive past the timeout passes": (inconclusive(AfterInconclusive.PASS)[0], [
+        *inconclusive(AfterInconclusive.PASS)[1],
+        Step(310, DONE, PROGRESSING, 1, ["gates.inconclusive_timeout", *opened(1)]),
+    ]),
+    "inconclusive past the timeout fails": (
+        inconclusive(AfterInconclusive.FAIL, on_failure=OnFailure.REVERT_ALL)[0],
+        [
+            *inconclusive(AfterInconclusive.FAIL)[1],
+            Step(310, DONE, FAILED, 0, ["wave.failed", "revert all 0"]),
+        ],
+    ),
+    "inconclusive past the timeout pauses, and the timer restarts on resume": (make(gates=HEALTH), [
+        *inconclusive(AfterInconclusive.PAUSE)[1],
+        Step(310, DONE, PAUSED, 0, ["gates.inconclusive_timeout", "rollout.paused"]),
+        Step(400, Resume(OPS), SOAKING, 0, ["rollout.resumed"]),
+        Step(400, DONE, SOAKING, 0, ["gates.inconclusive"]),
+        Step(699, DONE, SOAKING, 0, []),
+        Step(700, HEALTHY, PROGRESSING, 1, opened(1)),
+    ]),
+    "pause and resume while progressing": (make(), [
+        START,
+        Step(5, Pause(OPS), PAUSED, 0, ["rollout.paused"]),
+        Step(6, Resume(OPS), PROGRESSING, 0, ["rollout.resumed"]),
+        *passes(0, 10),
+    ]),
+    "resume into soaking judges at once": (make(waves=SOAKED), [
+        START,
+        Step(10, DONE, SOAKING, 0, INSTALLED),
+        Step(20, Pause(OPS), PAUSED, 0, ["rollout.paused"]),
+        Step(30, Resume(OPS), SOAKING, 0, ["rollout.resumed"]),
+        Step(30, DONE, PROGRESSING, 1, opened(1)),
+    ]),
+    "pause and resume while awaiting approval": (make(waves=APPROVAL), [
+        *through_awaiting(),
+        Step(20, Pause(OPS), PAUSED, 1, ["rollout.paused"]),
+        Step(30, Resume(OPS), AWAITING, 1, ["rollout.resumed"]),
+    ]),
+    "promote approves a waiting wave": (make(waves=APPROVAL), [
+        *through_awaiting(),
+        Step(50, Promote(OPS), PROGRESSING, 1, PROMOTED),
+        *passes(1, 60),
+        *passes(2, 70, last=True),
+    ]),
+    "approval before wave 0": (make(waves=(Wave(percent=100.0, approval=True),)), [
+        Step(0, Start(), AWAITING, 0, ["wave.awaiting_approval"]),
+        Step(5, Promote(OPS), PROGRESSING, 0, ["rollout.promoted", "open 0", "wave.opened"]),
+        *passes(0, 10, last=True),
+    ]),
+    "promote skips the soak": (make(waves=SOAKED), [
+        START, Step(10, DONE, SOAKING, 0, INSTALLED), Step(20, Promote(OPS), PROGRESSING, 1, PROMOTED),
+    ]),
+    "promote on the last wave completes": (make(), [
+        START, *passes(0, 10), *passes(1, 20),
+        Step(30, Promote(OPS), COMPLETED, 2, ["rollout.promoted", "rollout.completed"]),
+    ]),
+    "promote from a gate-failure pause": (make(), [
+        START,
+        Step(5, BREACH, PAUSED, 0, ["wave.failed", "rollout.paused"]),
+        Step(6, Promote(OPS), PROGRESSING, 1, PROMOTED),
+    ]),
+    "promote from a pause stops again before an approval wave": (make(waves=APPROVAL), [
+        START,
+        Step(5, BREACH, PAUSED, 0, ["wave.failed", "rollout.paused"]),
+        Step(6, Promote(OPS), AWAITING, 1, ["rollout.promoted", "wave.awaiting_approval"]),
+        Step(7, Promote(OPS), PROGRESSING, 1, PROMOTED),
+    ]),
+    "promote from a pause taken while awaiting approval": (make(waves=APPROVAL), [
+        *through_awaiting(),
+        Step(20, Pause(OPS), PAUSED, 1, ["rollout.paused"]),
+        Step(30, Promote(OPS), PROGRESSING, 1, PROMOTED),
+    ]),
+    "abort before start": (make(), [Step(0, Abort(OPS), ABORTED, 0, ["rollout.aborted"])]),
+    "abort while progressing": (make(), [
+        START, *passes(0, 10), Step(20, Abort(OPS), ABORTED, 1, ["rollout.aborted"]),
+    ]),
+    "abort while paused": (make(), [
+        START,
+        Step(5, Pause(OPS), PAUSED, 0, ["rollout.paused"]),
+        Step(6, Abort(OPS), ABORTED, 0, ["rollout.aborted"]),
+    ]),
+    "rollback while running": (make(), [
+        START, *passes(0, 10),
+        Step(20, Rollback(OPS), ROLLED_BACK, 1, ["rollout.rolled_back", "revert all 1"]),
+    ]),
+    "rollback while paused": (make(), [
+        START, Step(5, BREACH, PAUSED, 0, ["wave.failed", "rollout.paused"]),
+        Step(6, Rollback(OPS), ROLLED_BACK, 0, ["rollout.rolled_back", "revert all 0"]),
+    ]),
+    "rollback after completion": (make(), [
+        START, *passes(0, 10), *passes(1, 20), *passes(2, 30, last=True),
+        Step(40, Rollback(OPS), ROLLED_BACK, 2, ["rollout.rolled_back", "revert all 2"]),
+    ]),
+    "rollback after a failed wave": (make(on_failure=OnFailure.REVERT_WAVE), [
+        START, *passes(0, 10),
+        Step(20, BREACH, FAILED, 1, ["wave.failed", "revert wave 1"]),
+        Step(30, Rollback(OPS), ROLLED_BACK, 1, ["rollout.rolled_back", "revert all 1"]),
+    ]),
+    "rollback after abort": (make(), [
+        START,
+        Step(5, Abort(OPS), ABORTED, 0, ["rollout.aborted"]),
+        Step(6, Rollback(OPS), ROLLED_BACK, 0, ["rollout.rolled_back", "revert all 0"]),
+    ]),
+    "created paused": (make(paused=True), [
+        Step(0, Start(), PAUSED, 0, ["open 0", "wave.opened", "rollout.paused"]),
+        Step(5, Resume(OPS), PROGRESSING, 0, ["rollout.resumed"]),
+        *passes(0, 10),
+    ]),
+    "created paused before an approval wave": (
+        make(paused=True, waves=(Wave(percent=100.0, approval=True),)),
+        [
+            Step(0, Start(), PAUSED, 0, ["wave.awaiting_approval", "rollout.paused"]),
+            Step(5, Resume(OPS), AWAITING, 0, ["rollout.resumed"]),
+            Step(6, Promote(OPS), PROGRESSING, 0, ["rollout.promoted", "open 0", "wave.opened"]),
+        ],
+    ),
+    "dry run records what would happen and completes": (
+        make(dry_run=True, on_failure=OnFailure.REVERT_ALL, gates=HEALTH),
+        [
+            START,
+            Step(5, BREACH, PROGRESSING, 0, []),
+            Step(10, FAILED_DONE, SOAKING, 0, INSTALLED),
+            Step(10, FAILED_DONE, PROGRESSING, 1, ["dry_run.would_revert_all", "open 1", "wave.opened"]),
+            Step(20, HEALTHY, SOAKING, 1, INSTALLED),
+            Step(20, SICK, PROGRESSING, 2, ["dry_run.would_revert_all", "open 2", "wave.opened"]),
+            *passes(2, 30, event=HEALTHY, last=True),
+        ],
+    ),
+    "dry run with pause on failure": (make(dry_run=True), [
+        START,
+        Step(10, FAILED_DONE, SOAKING, 0, INSTALLED),
+        Step(10, FAILED_DONE, PROGRESSING, 1, ["dry_run.would_pause", "open 1", "wave.opened"]),
+    ]),
+    "quality in observe mode never blocks": (
+        make(gates=Gates(quality=QualityGate(QualityMode.OBSERVE)), on_failure=OnFailure.REVERT_ALL),
+        [START, *passes(0, 10, DRIFTED), *passes(1, 20), *passes(2, 30, DRIFTED, last=True)],
+    ),
+    "quality in pause mode blocks": (make(gates=Gates(quality=QualityGate(QualityMode.PAUSE))), [
+        START,
+        Step(10, DRIFTED, SOAKING, 0, INSTALLED),
+        Step(10, DRIFTED, PAUSED, 0, ["wave.failed", "rollout.paused"]),
+    ]),
+}  # fmt: skip
+
+
+def describe(action: Action) -> str:
+    if isinstance(action, OpenWave):
+        return f"open {action.wave}"
+    if isinstance(action, Revert):
+        return f"revert {action.scope.value} {action.wave}"
+    return action.decision
+
+
+@pytest.mark.parametrize(("spec", "steps"), SCENARIOS.values(), ids=SCENARIOS.keys())
+def test_scenario(spec: RolloutSpec, steps: list[Step]) -> None:
+    rollout = Rollout(spec)
+    for index, step in enumerate(steps):
+        actions = rollout.apply(step.event, at(step.t))
+        got = (rollout.phase, rollout.state.wave, [describe(a) for a in actions])
+        assert got == (step.phase, step.wave, step.actions), f"step {index}: {step}"
+        assert RolloutState.from_dict(rollout.state.to_dict()) == rollout.state
+
+
+def run(spec: RolloutSpec, steps: list[Step]) -> tuple[Rollout, list[Action]]:
+    rollout, actions = Rollout(spec), []
+    for step in steps:
+        actions = rollout.apply(step.event, at(step.t))
+    return rollout, actions
+
+
+def test_a_gate_failure_records_its_evidence_and_reason() -> None:
+    rollout, _ = run(make(on_failure=OnFailure.REVERT_WAVE), [START, *passes(0, 10)])
+    actions = rollout.apply(BREACH, at(20))
+    record = actions[0]
+    assert isinstance(record, Record)
+    assert record.evidence["wave"] == 1
+    assert record.evidence["on_failure"] == "revert_wave"
+    assert [(g["gate"], g["outcome"]) for g in record.evidence["gates"]] == [("install", "fail")]
+    assert record.evidence["gates"] == rollout.state.gates
+    assert rollout.state.reason == "install gate failed"
+
+
+def test_a_dry_run_record_is_marked() -> None:
+    rollout, _ = run(make(dry_run=True), [START, Step(10, FAILED_DONE, SOAKING, 0, [])])
+    record = rollout.apply(FAILED_DONE, at(10))[0]
+    assert isinstance(record, Record)
+    assert record.evidence["dry_run"] is True
+    assert record.evidence["on_failure"] == "pause"
+
+
+def test_observe_mode_records_the_quality_result_as_a_pass() -> None:
+    spec = make(gates=Gates(quality=QualityGate(QualityMode.OBSERVE)))
+    rollout, _ = run(spec, [START, Step(10, DRIFTED, SOAKING, 0, [])])
+    assert rollout.state.gates[-1]["outcome"] == "pass"
+    assert rollout.state.gates[-1]["detail"] == "observe only: outputs drifted"
+
+
+def test_pause_remembers_where_and_why_and_resume_forgets() -> None:
+    rollout, _ = run(make(waves=SOAKED), [START, Step(10, DONE, SOAKING, 0, [])])
+    rollout.apply(Pause(OPS, "looking at dashboards"), at(20))
+    assert (rollout.state.paused_from, rollout.state.reason) == (SOAKING, "looking at dashboards")
+    rollout.apply(Resume(OPS), at(30))
+    assert (rollout.state.paused_from, rollout.state.reason) == (None, None)
+    assert rollout.state.soak_until == at(30)
+
+
+RUNNING = {PROGRESSING, SOAKING, AWAITING}
+LEGAL: dict[type[Any], set[Phase]] = {
+    Start: {CREATED},
+    Observe: {PROGRESSING, SOAKING},
+    Pause: RUNNING,
+    Resume: {PAUSED},
+    Promote: RUNNING | {PAUSED},
+    Abort: RUNNING | {PAUSED, CREATED},
+    Rollback: RUNNING | {PAUSED, COMPLETED, ABORTED, FAILED},
+}
+EVENTS: list[Event] = [
+    Start(),
+    DONE,
+    Pause(OPS),
+    Resume(OPS),
+    Promote(OPS),
+    Abort(OPS),
+    Rollback(OPS),
+]
+
+
+def test_the_transition_table_is_exactly_the_legal_moves() -> None:
+    assert set(TRANSITIONS) == {(phase, kind) for kind, phases in LEGAL.items() for phase in phases}
+    assert {type(e) for e in EVENTS} == set(LEGAL)
+
+
+def state_in(phase: Phase) -> RolloutState:
+    return RolloutState(
+        phase=phase,
+        wave=0 if phase is CREATED else 1,
+        wave_opened_at=None if phase is CREATED else at(100),
+        soak_until=at(700) if phase is SOAKING else None,
+        inconclusive_since=at(710) if phase is SOAKING else None,
+        paused_from=SOAKING if phase is PAUSED else None,
+        reason="why" if phase in TERMINAL | {PAUSED} else None,
+        gates=[{"gate": "install", "outcome": "pass", "detail": "ok", "values": {"total": 3}}],
+    )
+
+
+ILLEGAL = [
+    (phase, event) for phase in Phase for event in EVENTS if (phase, type(event)) not in TRANSITIONS
+]
+
+
+def test_forty_pairs_are_illegal() -> None:
+    assert len(ILLEGAL) == len(Phase) * len(EVENTS) - len(TRANSITIONS) == 40
+
+
+@pytest.mark.parametrize(
+    ("phase", "event"), ILLEGAL, ids=[f"{p.value}-{type(e).__name__}" for p, e in ILLEGAL]
+)
+def test_an_illegal_event_raises_and_changes_nothing(phase: Phase, event: Event) -> None:
+    rollout = Rollout(make(), state_in(phase))
+    before = rollout.state.to_dict()
+    with pytest.raises(IllegalEventError) as caught:
+        rollout.apply(event, at(1000))
+    assert isinstance(caught.value, StateError)
+    assert phase.value in str(caught.value)
+    assert rollout.state.to_dict() == before
+
+
+def test_a_handler_that_raises_changes_nothing() -> None:
+    rollout = Rollout(make(), state_in(SOAKING))
+    before = rollout.state.to_dict()
+    naive = datetime(2025, 3, 1, 12, 30)  # comparing it to an aware time raises
+    with pytest.raises(TypeError):
+        rollout.apply(HEALTHY, naive)  # the gates are recorded, then the comparison raises
+    assert rollout.state.to_dict() == before
+
+
+ROUND_TRIPS = {
+    "default": RolloutState(),
+    "every field set": replace(state_in(PAUSED), soak_until=at(5), inconclusive_since=at(6)),
+    "other time zone": RolloutState(
+        phase=SOAKING, wave=2, soak_until=datetime(2025, 1, 1, tzinfo=timezone(timedelta(hours=2)))
+    ),
+}
+
+
+@pytest.mark.parametrize("state", ROUND_TRIPS.values(), ids=ROUND_TRIPS.keys())
+def test_state_round_trips_through_json(state: RolloutState) -> None:
+    obj = json.loads(json.dumps(state.to_dict()))
+    again = RolloutState.from_dict(obj)
+    assert again == state
+    assert again.to_dict() == state.to_dict()
+
+
+def test_state_to_dict() -> None:
+    assert state_in(PAUSED).to_dict() == {
+        "phase": "paused",
+        "wave": 1,
+        "wave_opened_at": "2025-03-01T12:01:40+00:00",
+        "soak_until": None,
+        "inconclusive_since": None,
+        "paused_from": "soaking",
+        "reason": "why",
+        "gates": [{"gate": "install", "outcome": "pass", "detail": "ok", "values": {"total": 3}}],
+    }
