@@ -123,7 +123,9 @@ def inconclusive(then: AfterInconclusive, **kw: Any) -> tuple[RolloutSpec, list[
     ]
 
 
-PROMOTED = ["rollout.promoted", "open 1", "wave.opened"]
+OPEN_1 = ["open 1", "wave.opened"]
+PROMOTED = ["rollout.promoted", *OPEN_1]
+OBSERVE_QUALITY = Gates(quality=QualityGate(QualityMode.OBSERVE))
 SCENARIOS: dict[str, tuple[RolloutSpec, list[Step]]] = {
     "three waves, no soak": (make(), [
         START,
@@ -219,7 +221,9 @@ SCENARIOS: dict[str, tuple[RolloutSpec, list[Step]]] = {
         *passes(0, 10, last=True),
     ]),
     "promote skips the soak": (make(waves=SOAKED), [
-        START, Step(10, DONE, SOAKING, 0, INSTALLED), Step(20, Promote(OPS), PROGRESSING, 1, PROMOTED),
+        START,
+        Step(10, DONE, SOAKING, 0, INSTALLED),
+        Step(20, Promote(OPS), PROGRESSING, 1, PROMOTED),
     ]),
     "promote on the last wave completes": (make(), [
         START, *passes(0, 10), *passes(1, 20),
@@ -291,7 +295,7 @@ SCENARIOS: dict[str, tuple[RolloutSpec, list[Step]]] = {
             START,
             Step(5, BREACH, PROGRESSING, 0, []),
             Step(10, FAILED_DONE, SOAKING, 0, INSTALLED),
-            Step(10, FAILED_DONE, PROGRESSING, 1, ["dry_run.would_revert_all", "open 1", "wave.opened"]),
+            Step(10, FAILED_DONE, PROGRESSING, 1, ["dry_run.would_revert_all", *OPEN_1]),
             Step(20, HEALTHY, SOAKING, 1, INSTALLED),
             Step(20, SICK, PROGRESSING, 2, ["dry_run.would_revert_all", "open 2", "wave.opened"]),
             *passes(2, 30, event=HEALTHY, last=True),
@@ -300,10 +304,10 @@ SCENARIOS: dict[str, tuple[RolloutSpec, list[Step]]] = {
     "dry run with pause on failure": (make(dry_run=True), [
         START,
         Step(10, FAILED_DONE, SOAKING, 0, INSTALLED),
-        Step(10, FAILED_DONE, PROGRESSING, 1, ["dry_run.would_pause", "open 1", "wave.opened"]),
+        Step(10, FAILED_DONE, PROGRESSING, 1, ["dry_run.would_pause", *OPEN_1]),
     ]),
     "quality in observe mode never blocks": (
-        make(gates=Gates(quality=QualityGate(QualityMode.OBSERVE)), on_failure=OnFailure.REVERT_ALL),
+        make(gates=OBSERVE_QUALITY, on_failure=OnFailure.REVERT_ALL),
         [START, *passes(0, 10, DRIFTED), *passes(1, 20), *passes(2, 30, DRIFTED, last=True)],
     ),
     "quality in pause mode blocks": (make(gates=Gates(quality=QualityGate(QualityMode.PAUSE))), [
@@ -360,7 +364,7 @@ def test_a_dry_run_record_is_marked() -> None:
 
 
 def test_observe_mode_records_the_quality_result_as_a_pass() -> None:
-    spec = make(gates=Gates(quality=QualityGate(QualityMode.OBSERVE)))
+    spec = make(gates=OBSERVE_QUALITY)
     rollout, _ = run(spec, [START, Step(10, DRIFTED, SOAKING, 0, [])])
     assert rollout.state.gates[-1]["outcome"] == "pass"
     assert rollout.state.gates[-1]["detail"] == "observe only: outputs drifted"
