@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import typer
 
-from control_plane.cli import db, devices, keys, models, release, release_server, server, tokens
+from control_plane.cli import (
+    db,
+    devices,
+    keys,
+    models,
+    release,
+    release_server,
+    rollouts,
+    server,
+    tokens,
+)
 
 app = typer.Typer(
     name="fleetctl",
-    help="Operate an edgefleet: keys, the model registry, signed releases, devices, tokens "
-    "and audit.",
+    help="Operate an edgefleet: keys, the model registry, signed releases, devices, staged "
+    "rollouts, tokens and audit.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -18,12 +28,14 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(models.app, name="model")
 app.add_typer(release.app, name="release")
 app.add_typer(devices.app, name="device")
+app.add_typer(rollouts.app, name="rollout")
 app.add_typer(tokens.token_app, name="token")
 app.add_typer(tokens.enroll_app, name="enroll-token")
 app.add_typer(db.app, name="db")
 app.command("serve")(server.serve)
 app.command("login")(tokens.login)
 app.command("audit")(tokens.audit)
+app.command("apply")(rollouts.apply)
 _ = release_server  # registers its commands on release.app
 
 

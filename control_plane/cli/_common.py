@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
-from typing import Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -101,6 +101,19 @@ def parse_time(text: str | None) -> datetime:
     except ValueError as exc:
         raise typer.BadParameter(f"{text!r} is not an ISO 8601 time") from exc
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def split_release(ref: str) -> dict[str, Any]:
+    """``MODEL@VERSION`` or ``MODEL#COUNTER`` as an assignment request."""
+    for sep, key in (("#", "release"), ("@", "version")):
+        name, found, value = ref.partition(sep)
+        if found and name and value:
+            if key == "release":
+                if not value.isdigit():
+                    raise typer.BadParameter(f"{ref!r}: the release counter must be a number")
+                return {"model": name, "release": int(value)}
+            return {"model": name, "version": value}
+    raise typer.BadParameter(f"{ref!r} must look like MODEL@VERSION or MODEL#COUNTER")
 
 
 def human_bytes(count: int) -> str:

@@ -8,7 +8,13 @@ from typing import Annotated, Any
 import typer
 
 from control_plane.cli._client import ApiClient
-from control_plane.cli._common import console, err_console, one_line_errors, parse_pairs
+from control_plane.cli._common import (
+    console,
+    err_console,
+    one_line_errors,
+    parse_pairs,
+    split_release,
+)
 from control_plane.cli._output import Format, OutputOption, record, rows
 
 app = typer.Typer(
@@ -53,19 +59,6 @@ def _flat(device: dict[str, Any]) -> dict[str, Any]:
         "online": "yes" if device.get("online") else "no",
         "seen": _age(device.get("last_seen"), datetime.now(timezone.utc)),
     }
-
-
-def split_release(ref: str) -> dict[str, Any]:
-    """``MODEL@VERSION`` or ``MODEL#COUNTER`` as an assignment request."""
-    for sep, key in (("#", "release"), ("@", "version")):
-        name, found, value = ref.partition(sep)
-        if found and name and value:
-            if key == "release":
-                if not value.isdigit():
-                    raise typer.BadParameter(f"{ref!r}: the release counter must be a number")
-                return {"model": name, "release": int(value)}
-            return {"model": name, "version": value}
-    raise typer.BadParameter(f"{ref!r} must look like MODEL@VERSION or MODEL#COUNTER")
 
 
 @app.command("list")

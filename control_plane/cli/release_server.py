@@ -101,13 +101,23 @@ def revoke(
     reason: Annotated[str, typer.Option(help="Why, for the audit log.")],
     output: OutputOption = Format.table,
 ) -> None:
-    """Revoke a release: its hash is recorded and never installed again."""
+    """Revoke a release: its hash is never installed again, and devices assigned it go back.
+
+    Every device whose desired state is the release is given an earlier
+    release it ran; devices offline now get it when they come back.
+    """
     client = ApiClient.from_config()
     found = find_release(client, ref)
     result = client.post(
         f"/v1/releases/{found['model']}/{found['counter']}/revoke", {"reason": reason}
     )
     _report(result, output)
+    devices = result.get("devices")
+    if output is Format.table and devices is not None:
+        console.print(f"devices reverted to an earlier release: {devices['reverted']}")
+        if devices["not_reverted_count"]:
+            console.print(f"devices not reverted: {devices['not_reverted_count']}")
+            rows(devices["not_reverted"], ["device", "reason"], output)
 
 
 @app.command("download")
