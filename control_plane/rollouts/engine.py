@@ -349,7 +349,6 @@ class Rollout:
         state.phase = Phase.FAILED
         state.reason = why
         scope = RevertScope.WAVE if policy is OnFailure.REVERT_WAVE else RevertScope.ALL
-        state.phase = Phase.PAUSED
         return [record, Revert(scope, state.wave)]
 
     def _evidence(self, results: list[GateResult]) -> dict[str, Any]:
