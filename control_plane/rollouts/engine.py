@@ -269,13 +269,29 @@ class Rollout:
         # Soaking: a failure acts at once; a pass waits for the soak to end.
         outcome = _combine(results)
         if outcome is Outcome.FAIL:
-            return self._failed(results, now, "a gate failed")
+            failed = [r.gate for r in results if r.outcome is Outcome.FAIL]
+            return self._failed(results, now, f"{' and '.join(failed)} gate failed",
+                                self._policy(failed, gates))  # fmt: skip
         assert state.soak_until is not None
         if now < state.soak_until:
             return []
         if outcome is Outcome.INCONCLUSIVE:
             return self._inconclusive(results, gates, now)
         return self._passed(results, now)
+
+    def _policy(self, failed: list[str], gates: Gates) -> OnFailure:
+        """What a failure does: ``on_failure``, unless only the quality gate failed.
+
+        A failing quality gate acts by its mode: ``pause`` pauses whatever
+        ``on_failure`` says; ``revert`` reverts (the whole rollout under
+        ``revert_all``, else the wave).
+        """
+        policy = self.spec.on_failure
+        if failed != ["quality"]:
+            return policy
+        if gates.quality.mode is QualityMode.PAUSE:
+            return OnFailure.PAUSE
+        return policy if policy is not OnFailure.PAUSE else OnFailure.REVERT_WAVE
 
     def _evaluate(self, gates: Gates, event: Observe) -> list[GateResult]:
         results = [install_gate(gates.install, event.counts)]
@@ -304,7 +320,11 @@ class Rollout:
         if then is AfterInconclusive.PASS:
             return [Record("gates.inconclusive_timeout", evidence), *self._passed(results, now)]
         if then is AfterInconclusive.FAIL:
-            return self._failed(results, now, "gates stayed inconclusive")
+            timeout = Record("gates.inconclusive_timeout", evidence)
+            return [timeout, *self._failed(results, now, "gates stayed inconclusive")]
+        if self.spec.dry_run:  # nothing acts on a gate in a dry run, a timeout included
+            evidence["dry_run"] = True
+            return [Record("dry_run.would_pause", evidence), *self._passed(results, now)]
         return [
             Record("gates.inconclusive_timeout", evidence),
             *self._pause(Pause("engine", "gates stayed inconclusive"), now),
@@ -318,7 +338,7 @@ class Rollout:
         state = self.state
         if state.wave + 1 >= len(self.spec.waves):
             state.phase = Phase.COMPLETED
-            state.reason = None
+            state.reason = state.soak_until = None
             return [Record("rollout.completed", {"waves": len(self.spec.waves)})]
         return self._open(state.wave + 1, now)
 
@@ -335,9 +355,15 @@ class Rollout:
         state.wave_opened_at = now
         return [OpenWave(wave), Record("wave.opened", {"wave": wave})]
 
-    def _failed(self, results: list[GateResult], now: datetime, why: str) -> list[Action]:
+    def _failed(
+        self,
+        results: list[GateResult],
+        now: datetime,
+        why: str,
+        policy: OnFailure | None = None,
+    ) -> list[Action]:
         state = self.state
-        policy = self.spec.on_failure
+        policy = policy or self.spec.on_failure
         evidence = self._evidence(results) | {"on_failure": policy.value}
         if self.spec.dry_run:
             # Nothing acts on a gate in a dry run: record what would have happened, go on.
@@ -366,9 +392,6 @@ class Rollout:
         back = state.paused_from or Phase.PROGRESSING
         state.phase, state.paused_from, state.reason = back, None, None
         state.inconclusive_since = None
-        if back is Phase.SOAKING:
-            # Judge the wave afresh: evidence gathered while paused counts.
-            state.soak_until = now
         return [Record("rollout.resumed", {"by": event.actor, "phase": back.value})]
 
     def _promote(self, event: Promote, now: datetime) -> list[Action]:
@@ -388,13 +411,13 @@ class Rollout:
     def _abort(self, event: Abort, _: datetime) -> list[Action]:
         state = self.state
         state.phase = Phase.ABORTED
-        state.reason = event.reason
+        state.reason, state.paused_from = event.reason, None
         return [Record("rollout.aborted", {"by": event.actor, "reason": event.reason})]
 
     def _rollback(self, event: Rollback, _: datetime) -> list[Action]:
         state = self.state
         state.phase = Phase.ROLLED_BACK
-        state.reason = event.reason
+        state.reason, state.paused_from = event.reason, None
         record = Record("rollout.rolled_back", {"by": event.actor, "reason": event.reason})
         return [record, Revert(RevertScope.ALL, state.wave)]
 

@@ -48,7 +48,7 @@ class GateResult:
             "gate": self.gate,
             "outcome": self.outcome.value,
             "detail": self.detail,
-            "values": self.values,
+            "values": dict(self.values),
         }
 
 

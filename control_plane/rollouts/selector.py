@@ -24,7 +24,7 @@ from control_plane.errors import InvalidInputError
 from fleetcore.protocol import LABEL_KEY, LABEL_VALUE
 
 MAX_SELECTOR_CHARS = 4000
-_SET = re.compile(r"^\s*(\S+?)\s+(in|notin)\s+\(([^()]*)\)\s*$")
+_SET = re.compile(r"^\s*(\S+?)\s+(in|notin)\s*\(([^()]*)\)\s*$")
 _EQ = re.compile(r"^\s*([^=!\s]+)\s*(==|=|!=)\s*(\S+)\s*$")
 _EXISTS = re.compile(r"^\s*(!?)\s*([^=!\s()]+)\s*$")
 

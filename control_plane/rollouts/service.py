@@ -43,6 +43,8 @@ from control_plane.store.rollout_records import (
 )
 
 _RETRIES = 8
+#: Pause reasons that come from a document's ``paused: true`` (apply's, the engine's at start).
+SPEC_PAUSES = ("paused by spec.paused", "created paused (spec.paused)")
 COMMANDS = ("pause", "resume", "promote", "abort", "rollback")
 
 
@@ -182,12 +184,14 @@ class RolloutService:
                 f"rollout {spec.name!r} ({existing.id}) exists with a different spec; only "
                 "'paused' can change on a stored rollout: abort it and apply under a new name"
             )
-        old_spec, rollout = load(existing)
+        _, rollout = load(existing)
         phase = rollout.phase.value
         if spec.paused and phase in ("progressing", "soaking", "awaiting_approval"):
-            self.command(existing.id, "pause", actor, "paused by spec.paused")
+            self.command(existing.id, "pause", actor, SPEC_PAUSES[0])
             return Applied("paused", self.view(existing.id)), None
-        if not spec.paused and old_spec.paused and phase == "paused":
+        # Resume only a pause that a document made: the stored spec keeps the ``paused`` it
+        # was created with, and an operator's or a gate's pause is not the document's to undo.
+        if not spec.paused and phase == "paused" and rollout.state.reason in SPEC_PAUSES:
             self.command(existing.id, "resume", actor)
             return Applied("resumed", self.view(existing.id)), None
         return Applied("unchanged", self.view(existing.id)), None

@@ -53,6 +53,7 @@ from fleetcore.protocol import LABEL_KEY
 
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}")
 MAX_WAVES = 20
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, None: 1.0}
@@ -119,7 +120,10 @@ class Wave:
     def cumulative(self, total: int) -> int:
         """Devices of a ``total``-device target reached by the end of this wave."""
         want = (
-            self.count if self.count is not None else math.ceil(total * (self.percent or 0) / 100)
+            self.count
+            if self.count is not None
+            # round first: 64.4 % of 250 is 161, not the 161.00000000000003 floats make of it
+            else math.ceil(round(total * (self.percent or 0) / 100, 6))
         )
         return min(total, max(want, self.min_devices))
 
@@ -194,6 +198,12 @@ class _Obj:
     def get(self, key: str) -> Any:
         self.seen.add(key)
         return self.obj.get(key)
+
+    def allow(self, *keys: str) -> None:
+        """Refuse unknown keys now, before other checks could hide a typo."""
+        unknown = sorted(str(k) for k in self.obj if k not in keys)
+        if unknown:
+            raise InvalidInputError(f"{self.where}: unknown field(s) {', '.join(unknown)}")
 
     def done(self) -> None:
         unknown = sorted(str(k) for k in self.obj if k not in self.seen)
@@ -308,6 +318,7 @@ def _gates(obj: Any, where: str, base: Gates) -> Gates:
 
 def _wave(obj: Any, where: str) -> Wave:
     o = _Obj(obj, where)
+    o.allow("percent", "count", "min_devices", "soak", "approval", "gates")
     percent = o.number("percent", None, 0.0, 100.0)
     count = o.integer("count", None, 1, 10**7)
     if (percent is None) == (count is None):
@@ -360,7 +371,11 @@ def parse_spec(document: Any) -> RolloutSpec:
     model = s.string("model", MODEL)
     if model is None:
         raise InvalidInputError("spec.model is required")
-    version = s.string("version")
+    if isinstance(s.obj.get("version"), float):
+        raise InvalidInputError(
+            f'spec.version: {s.obj["version"]!r} is a number; quote it ("1.10" is not 1.1)'
+        )
+    version = s.string("version", VERSION)
     release = s.integer("release", None, 1, 2**31 - 1)
     if (version is None) == (release is None):
         raise InvalidInputError("spec: name the release by version or by release counter")

@@ -14,15 +14,13 @@ from typing import Any
 import pytest
 
 from control_plane.errors import ConflictError, InvalidInputError, StateError
-from control_plane.rollouts.control import ACTIVE_PHASES
 from control_plane.store import Store
 from control_plane.store.rollout_records import (
     RolloutDeviceRecord,
     RolloutRecord,
     TargetStatus,
 )
-from fleetcore.protocol import UpdateState
-from tests.contract.test_device_store import assignment, device, device_id, report
+from tests.contract.test_device_store import device, device_id
 from tests.contract.test_store import T0, at, in_threads
 
 PROGRESSING = ["progressing"]
@@ -144,16 +142,23 @@ def test_saving_compares_and_sets_the_revision(store: Store) -> None:
     store.add_rollout(rollout(1), [])
     state = {"phase": "soaking", "wave": 1, "gates": [{"gate": "install", "values": {"n": 3}}]}
 
-    saved = store.save_rollout("ro-0000000001", phase="soaking", state=state,
-                               expect_revision=0, now=at(1))  # fmt: skip
+    saved = store.save_rollout(
+        "ro-0000000001", phase="soaking", state=state, expect_revision=0, now=at(1)
+    )
 
-    assert (saved.revision, saved.phase, saved.state, saved.updated_at) == (1, "soaking", state, at(1))
+    assert (saved.revision, saved.phase, saved.state, saved.updated_at) == (
+        1,
+        "soaking",
+        state,
+        at(1),
+    )
     assert is_utc(saved.updated_at) and store.get_rollout("ro-0000000001") == saved
     with pytest.raises(StateError, match="revision 0"):
         store.save_rollout("ro-0000000001", phase="paused", state={}, expect_revision=0, now=at(2))
     assert store.get_rollout("ro-0000000001") == saved  # nothing written
-    again = store.save_rollout("ro-0000000001", phase="paused", state={"phase": "paused"},
-                               expect_revision=1, now=at(3))  # fmt: skip
+    again = store.save_rollout(
+        "ro-0000000001", phase="paused", state={"phase": "paused"}, expect_revision=1, now=at(3)
+    )
     assert again.revision == 2 and again.phase == "paused"
     with pytest.raises(StateError):
         store.save_rollout("ro-missing", phase="paused", state={}, expect_revision=0, now=at(3))
@@ -164,18 +169,21 @@ def test_saving_with_an_owner_needs_that_owners_lease(store: Store) -> None:
     store.claim_rollouts("a", PROGRESSING, at(0), at(1))
 
     with pytest.raises(StateError, match="lease of b"):
-        store.save_rollout("ro-0000000001", phase="paused", state={}, expect_revision=0,
-                           now=at(0.5), owner="b")  # fmt: skip
+        store.save_rollout(
+            "ro-0000000001", phase="paused", state={}, expect_revision=0, now=at(0.5), owner="b"
+        )
     unchanged = store.get_rollout("ro-0000000001")
     assert unchanged is not None and unchanged.revision == 0 and unchanged.phase == "progressing"
 
-    saved = store.save_rollout("ro-0000000001", phase="paused", state={}, expect_revision=0,
-                               now=at(0.5), owner="a")  # fmt: skip
+    saved = store.save_rollout(
+        "ro-0000000001", phase="paused", state={}, expect_revision=0, now=at(0.5), owner="a"
+    )
     assert saved.revision == 1 and saved.lease_owner == "a"
     store.release_rollout("ro-0000000001", "a")
     with pytest.raises(StateError):
-        store.save_rollout("ro-0000000001", phase="paused", state={}, expect_revision=1,
-                           now=at(0.6), owner="a")  # fmt: skip
+        store.save_rollout(
+            "ro-0000000001", phase="paused", state={}, expect_revision=1, now=at(0.6), owner="a"
+        )
 
 
 # -- leases ------------------------------------------------------------------------------------
@@ -207,8 +215,9 @@ def test_concurrent_claims_never_give_a_rollout_to_two_owners(store: Store) -> N
     for n in range(1, 6):
         store.add_rollout(rollout(n, created_at=at(n)), [])
 
-    results = in_threads(8, lambda i: store.claim_rollouts(f"owner-{i}", PROGRESSING, at(10),
-                                                           at(11)))  # fmt: skip
+    results = in_threads(
+        8, lambda i: store.claim_rollouts(f"owner-{i}", PROGRESSING, at(10), at(11))
+    )
 
     assert not [r for r in results if isinstance(r, Exception)], results
     held = [(r.id, r.lease_owner) for found in results if isinstance(found, list) for r in found]

@@ -58,7 +58,9 @@ AWAITING, PAUSED, COMPLETED = Phase.AWAITING_APPROVAL, Phase.PAUSED, Phase.COMPL
 ABORTED, FAILED, ROLLED_BACK = Phase.ABORTED, Phase.FAILED, Phase.ROLLED_BACK
 
 THREE = (Wave(percent=10.0), Wave(percent=50.0), Wave(percent=100.0))
-SOAKED = tuple(replace(w, soak_s=600.0) for w in THREE)
+SOAK_S = 600.0
+SOAK_END = 10 + int(SOAK_S)
+SOAKED = tuple(replace(w, soak_s=SOAK_S) for w in THREE)
 APPROVAL = (Wave(percent=10.0), Wave(percent=50.0, approval=True), Wave(percent=100.0))
 HEALTH = Gates(health=HealthGate(max_error_rate=0.01), inconclusive_timeout_s=300.0)
 
@@ -181,7 +183,8 @@ SCENARIOS: dict[str, tuple[RolloutSpec, list[Step]]] = {
         *WAITING, Step(310, DONE, PROGRESSING, 1, ["gates.inconclusive_timeout", *opened(1)]),
     ]),
     "inconclusive past the timeout fails": (make(gates=TIMEOUT_FAILS, on_failure=REVERT_ALL), [
-        *WAITING, Step(310, DONE, FAILED, 0, ["wave.failed", "revert all 0"]),
+        *WAITING,
+        Step(310, DONE, FAILED, 0, ["gates.inconclusive_timeout", "wave.failed", "revert all 0"]),
     ]),
     "inconclusive past the timeout pauses, and the timer restarts on resume": (make(gates=HEALTH), [
         *WAITING,
@@ -194,9 +197,10 @@ SCENARIOS: dict[str, tuple[RolloutSpec, list[Step]]] = {
         START, Step(5, Pause(OPS), PAUSED, 0, PAUSED_),
         Step(6, Resume(OPS), PROGRESSING, 0, RESUMED), *passes(0, 10),
     ]),
-    "resume into soaking judges at once": (make(waves=SOAKED), [
+    "resume into soaking keeps the soak's end": (make(waves=SOAKED), [
         START, Step(10, DONE, SOAKING, 0, INSTALLED), Step(20, Pause(OPS), PAUSED, 0, PAUSED_),
-        Step(30, Resume(OPS), SOAKING, 0, RESUMED), Step(30, DONE, PROGRESSING, 1, opened(1)),
+        Step(30, Resume(OPS), SOAKING, 0, RESUMED), Step(30, DONE, SOAKING, 0, []),
+        Step(SOAK_END, DONE, PROGRESSING, 1, opened(1)),
     ]),
     "pause and resume while awaiting approval": (make(waves=APPROVAL), [
         *through_awaiting(),
@@ -289,6 +293,29 @@ SCENARIOS: dict[str, tuple[RolloutSpec, list[Step]]] = {
     "quality in pause mode blocks": (make(gates=Gates(quality=QualityGate(QualityMode.PAUSE))), [
         START, Step(10, DRIFTED, SOAKING, 0, INSTALLED), Step(10, DRIFTED, PAUSED, 0, GATE_PAUSED),
     ]),
+    "quality in pause mode pauses even under revert_all": (
+        make(gates=Gates(quality=QualityGate(QualityMode.PAUSE)), on_failure=REVERT_ALL), [
+            START, Step(10, DRIFTED, SOAKING, 0, INSTALLED),
+            Step(10, DRIFTED, PAUSED, 0, GATE_PAUSED),
+        ],
+    ),
+    "quality in revert mode reverts the wave even under pause": (
+        make(gates=Gates(quality=QualityGate(QualityMode.REVERT))), [
+            START, Step(10, DRIFTED, SOAKING, 0, INSTALLED),
+            Step(10, DRIFTED, FAILED, 0, ["wave.failed", "revert wave 0"]),
+        ],
+    ),
+    "install failure under quality pause mode follows on_failure": (
+        make(gates=Gates(quality=QualityGate(QualityMode.PAUSE)), on_failure=REVERT_ALL), [
+            START, Step(5, BREACH, FAILED, 0, ["wave.failed", "revert all 0"]),
+        ],
+    ),
+    "dry run: an inconclusive timeout that would pause only records it": (
+        make(dry_run=True, gates=HEALTH), [
+            *WAITING,
+            Step(310, DONE, PROGRESSING, 1, ["dry_run.would_pause", *opened(1)]),
+        ],
+    ),
 }  # fmt: skip
 
 
@@ -343,7 +370,7 @@ def test_pause_remembers_where_and_why_and_resume_forgets() -> None:
     assert (rollout.state.paused_from, rollout.state.reason) == (SOAKING, "looking at dashboards")
     rollout.apply(Resume(OPS), at(30))
     assert (rollout.state.paused_from, rollout.state.reason) == (None, None)
-    assert rollout.state.soak_until == at(30)
+    assert rollout.state.soak_until == at(10 + SOAK_S)  # a pause does not shorten the soak
 
 
 RUNNING = {PROGRESSING, SOAKING, AWAITING}

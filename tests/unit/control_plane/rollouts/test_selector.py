@@ -82,7 +82,6 @@ ERRORS = {
     "negated equality": ("!hw=x", "selector term '!hw=x'"),
     "missing value": ("gpu, hw=", "selector term 'hw='"),
     "bare bang": ("!", "selector term '!'"),
-    "set without a space": ("site in(a)", "selector term 'site in(a)'"),
     "too long": ("a" * 4001, "longer than 4000"),
 }
 

@@ -143,15 +143,9 @@ def test_defaults() -> None:
         inconclusive_timeout_s=900.0,
         after_inconclusive=AfterInconclusive.PAUSE,
     )
-    assert spec.selector == Selector()
-    assert spec.version is None
+    assert (spec.selector, spec.version, spec.stratify_by) == (Selector(), None, None)
     assert (spec.device_timeout_s, spec.retries, spec.on_failure) == (1800.0, 0, OnFailure.PAUSE)
-    assert (spec.dry_run, spec.paused, spec.stratify_by, spec.rate_per_minute) == (
-        False,
-        False,
-        None,
-        None,
-    )
+    assert (spec.dry_run, spec.paused, spec.rate_per_minute) == (False, False, None)
     assert spec.unavailable_cap(1000) is None
 
 
@@ -204,23 +198,14 @@ def test_unknown_fields_are_refused_by_name(path: str, key: str, fragment: str) 
     assert key in message
 
 
-GOOD_DURATIONS = {
-    "90": (90, 90.0),
-    "float": (2.5, 2.5),
-    "0": (0, 0.0),
-    "90s": ("90s", 90.0),
-    "bare string": ("90", 90.0),
-    "15m": ("15m", 900.0),
-    "2h": ("2h", 7200.0),
-    "1d": ("1d", 86_400.0),
-    "250ms": ("250ms", 0.25),
-    "1.5h": ("1.5h", 5400.0),
-    "padded": (" 10m ", 600.0),
-    "365d": ("365d", 365 * 86_400.0),
-}
+GOOD_DURATIONS = [
+    (90, 90.0), (2.5, 2.5), (0, 0.0), ("90s", 90.0), ("90", 90.0), ("15m", 900.0),
+    ("2h", 7200.0), ("1d", 86_400.0), ("250ms", 0.25), ("1.5h", 5400.0), (" 10m ", 600.0),
+    ("365d", 365 * 86_400.0),
+]  # fmt: skip
 
 
-@pytest.mark.parametrize(("value", "seconds"), GOOD_DURATIONS.values(), ids=GOOD_DURATIONS.keys())
+@pytest.mark.parametrize(("value", "seconds"), GOOD_DURATIONS)
 def test_durations(value: Any, seconds: float) -> None:
     assert duration_s(value, "x") == seconds
 
@@ -309,10 +294,7 @@ def test_unavailable_cap(count: int | None, percent: float | None, total: int, c
 
 OTHER_ERRORS = {
     "version and release": (minimal(version="1.0"), "by version or by release"),
-    "neither version nor release": (
-        {"metadata": {"name": "r"}, "spec": {"model": "m"}},
-        "by version or by release",
-    ),
+    "neither version nor release": ({"metadata": {"name": "r"}, "spec": {"model": "m"}}, "by ver"),
     "api version": ({**minimal(), "apiVersion": "edgefleet/v2"}, "apiVersion 'edgefleet/v2'"),
     "kind": ({**minimal(), "kind": "Deployment"}, "kind 'Deployment' is not Rollout"),
     "no name": ({"spec": {"model": "m", "release": 1}}, "metadata.name is required"),
@@ -328,10 +310,7 @@ OTHER_ERRORS = {
     "retries above 10": (minimal(retries=11), "spec.retries: 11 is not between"),
     "rate a bool": (minimal(rate_per_minute=True), "spec.rate_per_minute: True is not a number"),
     "dry_run a string": (minimal(dry_run="yes"), "spec.dry_run: 'yes' is not true or false"),
-    "on_failure": (
-        minimal(on_failure="explode"),
-        "spec.on_failure: 'explode' is not pause | revert_wave | revert_all",
-    ),
+    "on_failure": (minimal(on_failure="explode"), "spec.on_failure: 'explode' is not pause | rev"),
     "health without a threshold": (
         minimal(gates={"health": {"min_inferences": 10}}),
         "spec.gates.health: set max_error_rate, max_p95_latency_ratio or both",
@@ -342,7 +321,7 @@ OTHER_ERRORS = {
     ),
     "quality mode": (minimal(gates={"quality": {"mode": "loud"}}), "spec.gates.quality.mode"),
     "inconclusive then": (minimal(gates={"inconclusive": {"then": "x"}}), "pass | fail | pause"),
-}
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(("document", "fragment"), OTHER_ERRORS.values(), ids=OTHER_ERRORS.keys())
