@@ -183,6 +183,11 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if fleet is not None:
+            try:
+                await anyio.to_thread.run_sync(fleet.driver.release_all)
+            except Exception:  # leases expire on their own
+                log.exception("giving up rollout leases failed")
         if fleet is not None and fleet.bridge is not None:
             await anyio.to_thread.run_sync(fleet.bridge.stop)
         dispose = getattr(svc.store, "dispose", None)

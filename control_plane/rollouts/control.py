@@ -27,6 +27,7 @@ from control_plane.rollouts.engine import (
     Event,
     Observe,
     Pause,
+    Phase,
     Promote,
     Record,
     Resume,
@@ -133,6 +134,8 @@ class RolloutControl:
             )
             for item in records:
                 self._audit(tx, record, item.decision, item.evidence, now, actor)
+        if rollout.phase is Phase.ABORTED:
+            self.revert.cancel_pending(saved, "aborted", now)
         if reverts:
             # Another writer may finish it first; its targets are compare-and-set.
             with contextlib.suppress(StateError):

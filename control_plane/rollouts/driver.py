@@ -126,6 +126,12 @@ class RolloutDriver:
                 log.exception("rollout %s: driving failed; retrying next tick", record.name)
         return len(claimed)
 
+    def release_all(self) -> None:
+        """Give up every lease this process holds (a clean shutdown), so others go on at once."""
+        for record in self.store.list_rollouts(phases=[*ACTIVE_PHASES, REVERTING]):
+            if record.lease_owner == self.owner:
+                self.store.release_rollout(record.id, self.owner)
+
     def drive(self, record: RolloutRecord) -> None:
         if record.phase == REVERTING:
             self.control.finish_revert(record, owner=self.owner)

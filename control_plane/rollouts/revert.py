@@ -33,7 +33,12 @@ from control_plane.errors import ControlPlaneError
 from control_plane.releases.service import ReleaseService
 from control_plane.rollouts.engine import RevertScope
 from control_plane.store import DeviceRecord, ReleaseRecord, Store
-from control_plane.store.rollout_records import TOUCHED, RolloutRecord, TargetStatus
+from control_plane.store.rollout_records import (
+    TOUCHED,
+    RolloutDeviceRecord,
+    RolloutRecord,
+    TargetStatus,
+)
 from fleetcore.metadata import ReleaseManifest
 
 log = logging.getLogger("edgefleet.rollouts")
@@ -73,31 +78,20 @@ class FleetRevert:
     ) -> RevertSummary:
         summary = RevertSummary()
         now = self.clock().replace(microsecond=0)
+        summary.cancelled = self.cancel_pending(rollout, f"{scope.value} revert", now)
         only = None if scope is RevertScope.ALL else wave
-        statuses = (TargetStatus.PENDING, *TOUCHED)
         releases: dict[int, tuple[ReleaseRecord, ReleaseManifest] | str] = {}
         while True:
-            batch = self.store.list_targets(rollout.id, statuses=statuses, wave=only, limit=_BATCH)
+            batch = self.store.list_targets(rollout.id, statuses=TOUCHED, wave=only, limit=_BATCH)
             if not batch:
                 break
             devices = self.store.get_devices([t.device_id for t in batch])
             changed = []
             with self.store.transaction() as tx:
                 for target in batch:
-                    if target.status is TargetStatus.PENDING:
-                        if tx.update_target(
-                            target.id,
-                            status=TargetStatus.CANCELLED,
-                            expect=(TargetStatus.PENDING,),
-                            now=now,
-                            reason=f"the rollout stopped ({scope.value} revert)",
-                        ):
-                            summary.cancelled += 1
-                        continue
                     why = self._revert_one(
-                        tx, rollout, target.id, target.status, target.previous_release,
-                        devices.get(target.device_id), releases, now, actor,
-                    )  # fmt: skip
+                        tx, rollout, target, devices.get(target.device_id), releases, now, actor
+                    )
                     if why is None:
                         summary.reverted += 1
                         changed.append(target.device_id)
@@ -106,19 +100,40 @@ class FleetRevert:
             self.director.notify(changed)
         return summary
 
+    def cancel_pending(self, rollout: RolloutRecord, why: str, now: datetime) -> int:
+        """Devices of every wave not assigned yet will not be: the rollout has ended."""
+        cancelled = 0
+        reason = f"never assigned: the rollout ended ({why})"
+        while True:
+            batch = self.store.list_targets(
+                rollout.id, statuses=(TargetStatus.PENDING,), limit=_BATCH
+            )
+            if not batch:
+                return cancelled
+            with self.store.transaction() as tx:
+                for target in batch:
+                    cancelled += tx.update_target(
+                        target.id,
+                        status=TargetStatus.CANCELLED,
+                        expect=(TargetStatus.PENDING,),
+                        now=now,
+                        reason=reason,
+                    )
+
     def _revert_one(
         self,
         tx: Store,
         rollout: RolloutRecord,
-        target_id: int,
-        status: TargetStatus,
-        previous: int | None,
+        target: RolloutDeviceRecord,
         device: DeviceRecord | None,
         releases: dict[int, tuple[ReleaseRecord, ReleaseManifest] | str],
         now: datetime,
         actor: str,
     ) -> str | None:
         """Revert one target; ``None`` on success, else why not (recorded on the target)."""
+        target_id, status, previous = target.id, target.status, target.previous_release
+        # Keep what happened before the revert: a failed device's reason matters most.
+        before = f"{status.value}: {target.reason}" if target.reason else status.value
         why = None
         if previous is None:
             why = f"it ran no earlier release of {rollout.model}"
@@ -137,7 +152,7 @@ class FleetRevert:
                             status=TargetStatus.ROLLED_BACK,
                             expect=(status,),
                             now=now,
-                            reason=f"reverted to release {previous}",
+                            reason=f"reverted to release {previous} (was {before})",
                             revert_sequence=signed.sequence,
                         ):
                             raise _HandledError
@@ -148,7 +163,11 @@ class FleetRevert:
                 else:
                     return None
         tx.update_target(
-            target_id, status=TargetStatus.NO_PREVIOUS, expect=(status,), now=now, reason=why
+            target_id,
+            status=TargetStatus.NO_PREVIOUS,
+            expect=(status,),
+            now=now,
+            reason=f"{why} (was {before})",
         )
         return why
 

@@ -33,8 +33,9 @@ from control_plane.releases.service import ReleaseService
 from control_plane.rollouts.control import ACTIVE_PHASES, RolloutControl, command, load
 from control_plane.rollouts.engine import IllegalEventError, RolloutState
 from control_plane.rollouts.plan import Plan, plan
+from control_plane.rollouts.revert import RevertSummary
 from control_plane.rollouts.spec import RolloutSpec, parse_spec
-from control_plane.store import Store
+from control_plane.store import ReleaseRecord, Store
 from control_plane.store.rollout_records import (
     RolloutDeviceRecord,
     RolloutRecord,
@@ -161,6 +162,15 @@ class RolloutService:
             for e in found.excluded
         ]
         with self.store.transaction() as tx:
+            # Again inside the write transaction: a rollout created since the plan may
+            # have taken some of these devices.
+            taken = tx.claimed_devices(spec.model, ACTIVE_PHASES)
+            raced = sorted({t.device_id for t in targets} & set(taken))
+            if raced:
+                raise ConflictError(
+                    f"{len(raced)} targeted device(s) were just taken by another rollout of "
+                    f"{spec.model} (e.g. {raced[0]} in {taken[raced[0]]}); plan again"
+                )
             stored = tx.add_rollout(record, targets)
             change = {
                 "name": spec.name,
@@ -226,6 +236,18 @@ class RolloutService:
         statuses = None if status is None else (status,)
         return self.store.list_targets(record.id, statuses=statuses, wave=wave, limit=limit)
 
+    # -- revoking a release ---------------------------------------------------------------
+
+    def revoke(
+        self, model: str, counter: int, reason: str, actor: str
+    ) -> tuple[ReleaseRecord, RevertSummary]:
+        """Revoke a release: abort its active rollouts, then revert every device assigned it."""
+        revoked, summary = self.control.revert.revoke(model, counter, reason, actor)
+        for record in self.store.list_rollouts(phases=ACTIVE_PHASES, model=model):
+            if record.release == counter:
+                self.command(record.id, "abort", actor, f"release {counter} was revoked: {reason}")
+        return revoked, summary
+
     # -- commands --------------------------------------------------------------------------
 
     def command(self, ref: str, name: str, actor: str, reason: str | None = None) -> RolloutView:
@@ -236,7 +258,11 @@ class RolloutService:
             try:
                 self.control.apply(record, command(name, actor, reason), actor=actor)
             except IllegalEventError:
-                raise
+                # Judged on the phase we read: if the driver moved the rollout since
+                # (it was just starting, say), judge the command again on the new phase.
+                if self.get(ref).revision == record.revision:
+                    raise
+                continue
             except StateError:
                 continue  # the driver wrote meanwhile: read again
             return self.view(record.id)

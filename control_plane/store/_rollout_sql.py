@@ -248,7 +248,6 @@ class RolloutSql(SessionScope):
         statuses: Collection[TargetStatus] | None = None,
         max_wave: int | None = None,
         wave: int | None = None,
-        after: str | None = None,
         limit: int = 1000,
     ) -> list[RolloutDeviceRecord]:
         if limit < 1:
@@ -265,10 +264,6 @@ class RolloutSql(SessionScope):
             query = query.where(col(RolloutDeviceRow.wave) <= max_wave)
         if wave is not None:
             query = query.where(col(RolloutDeviceRow.wave) == wave)
-        if after is not None:
-            query = query.where(col(RolloutDeviceRow.device_id) > after).order_by(
-                col(RolloutDeviceRow.device_id)
-            )
         return self._all(query, RolloutDeviceRecord)
 
     def in_progress(self, rollout_id: str) -> list[DeviceProgress]:

@@ -96,7 +96,6 @@ class RolloutStore(Protocol):
         statuses: Collection[TargetStatus] | None = None,
         max_wave: int | None = None,
         wave: int | None = None,
-        after: str | None = None,
         limit: int = 1000,
     ) -> list[RolloutDeviceRecord]:
         """By wave, then order key (the rollout's deterministic order)."""

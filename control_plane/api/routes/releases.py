@@ -98,7 +98,7 @@ def revoke(
     if svc.fleet is None:
         revoked, summary = svc.releases.revoke(model, counter, body.reason, actor.name), None
     else:
-        revoked, summary = svc.fleet.revert.revoke(model, counter, body.reason, actor.name)
+        revoked, summary = svc.fleet.rollouts.revoke(model, counter, body.reason, actor.name)
     public = _public(svc, revoked)
     return RevokedPublic(
         **public.model_dump(), devices=None if summary is None else RevertPublic.of(summary)

@@ -58,8 +58,12 @@ class Sim:
         ids = [self.fleet.enroll(capabilities, **labels).id for _ in range(count)]
         if runs is not None:
             for device in ids:
-                self.report(device, UpdateState.IDLE, active=self.installed(runs))
+                self.runs(device, runs)
         return ids
+
+    def runs(self, device: str, release: int) -> None:
+        """The device reports that it runs ``release`` (installed before this test)."""
+        self.report(device, UpdateState.IDLE, active=self.installed(release))
 
     def report(self, device: str, state: UpdateState, **fields: Any) -> None:
         self._seq[device] += 1
@@ -128,9 +132,9 @@ class Sim:
     def statuses(self, rollout_id: str) -> Counter[str]:
         return Counter(t.status.value for t in self.store.list_targets(rollout_id))
 
-    def commit_installing(self, rollout_id: str, *, except_: tuple[str, ...] = ()) -> list[str]:
-        """Every installing device of the rollout commits (but those in ``except_``)."""
-        done = [d for d in self.with_status(rollout_id, TargetStatus.INSTALLING) if d not in except_]
+    def commit_installing(self, rollout_id: str) -> list[str]:
+        """Every installing device of the rollout commits; return them."""
+        done = self.with_status(rollout_id, TargetStatus.INSTALLING)
         for device in done:
             self.commit(device)
         return done

@@ -270,6 +270,8 @@ def test_a_command_that_loses_a_race_with_the_driver_is_applied_to_the_fresh_rec
     seen: list[int] = []
 
     def driver_writes_first(record: RolloutRecord, event: Event, **kwargs: Any) -> RolloutRecord:
+        if kwargs["actor"] != "alice":  # the driver's own writes
+            return real(record, event, **kwargs)
         seen.append(record.revision)
         if len(seen) == 1:  # between the command's read and its write, the driver ticks
             sim.commit_installing(rollout.id)
@@ -282,3 +284,20 @@ def test_a_command_that_loses_a_race_with_the_driver_is_applied_to_the_fresh_rec
     assert len(seen) == 2 and seen[1] > seen[0]
     assert view.record.phase == "paused" and view.record.revision == seen[1] + 1
     assert view.record.state["wave"] == 1  # what the driver wrote is kept
+
+
+def test_a_command_judged_on_a_stale_phase_is_judged_again(sim: Sim) -> None:
+    sim.enroll(2, runs=sim.r1)
+    rollout = sim.create("starting")  # created: pause is not allowed yet
+    rollouts = sim.fleet.devices.rollouts
+    real = rollouts.control.apply
+
+    def driver_starts_it_first(record: RolloutRecord, event: Event, **kwargs: Any) -> Any:
+        if kwargs["actor"] == "alice" and record.phase == "created":
+            sim.tick()  # the driver starts the rollout between the read and the write
+        return real(record, event, **kwargs)
+
+    rollouts.control.apply = driver_starts_it_first  # type: ignore[method-assign]
+    view = rollouts.command(rollout.id, "pause", "alice")
+
+    assert view.record.phase == "paused"
