@@ -39,6 +39,7 @@ Example::
 
     [outbox]
     max_reports = 1000
+    resend_s = 300                # send the newest report again after this long (0: never)
 """
 
 from __future__ import annotations
@@ -119,6 +120,9 @@ class UpdateConfig:
 @dataclass(frozen=True)
 class OutboxConfig:
     max_reports: int = 1000
+    #: Send the newest confirmed report again after this long without a new one
+    #: (same seq, so it is stored once); 0 turns it off.
+    resend_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -230,6 +234,8 @@ def validate(config: AgentConfig) -> None:
         raise ConfigError("update.download_attempts and serving.threads must be at least 1")
     if update.probation_check_s <= 0 or config.outbox.max_reports < 1:
         raise ConfigError("update.probation_check_s and outbox.max_reports must be positive")
+    if config.outbox.resend_s < 0:
+        raise ConfigError("outbox.resend_s must be 0 (off) or positive")
 
 
 def load_config(path: Path) -> AgentConfig:

@@ -166,6 +166,7 @@ class Agent:
             db=self.db,
             receive_timeout_s=float(config.http.wait_s),
             retry_max_s=config.http.retry_max_s,
+            resend_s=config.outbox.resend_s,
         )
         self.local_api: _Service | None = _local_api(config, model_host, self.local_status)
         self.stopping = threading.Event()

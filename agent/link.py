@@ -11,6 +11,13 @@ Both back off exponentially (capped at ``retry_max_s``) after a
 
 The path in use (``mqtt``, ``http``, ``none``) is written to the state
 database whenever it changes, for ``fleet-agent status``.
+
+A PUBACK means the broker has a report, not that the control plane stored it:
+a broker can hold a report for a control-plane replica that died (a shared
+subscription's queued share) until that replica returns. So the sender sends
+the newest confirmed report again after ``resend_s`` without a new one. It
+keeps its ``seq``, so the control plane stores it once whichever copy arrives
+first, and a rollout waiting for this device's outcome gets it.
 """
 
 from __future__ import annotations
@@ -42,10 +49,13 @@ class Link:
         db: StateDB | None = None,
         receive_timeout_s: float = 30.0,
         retry_max_s: float = 60.0,
+        resend_s: float = 300.0,
     ) -> None:
         self.transport, self.outbox, self.on_desired = transport, outbox, on_desired
         self.db = db
         self.receive_timeout_s, self.retry_max_s = receive_timeout_s, retry_max_s
+        self.resend_s = resend_s
+        self._last: tuple[float, bytes] | None = None  # (monotonic time, body) last confirmed
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._current = ""
@@ -113,7 +123,7 @@ class Link:
             self.outbox.wakeup.wait(IDLE_S)
             self.outbox.wakeup.clear()
             try:
-                delay = 1.0 if self.flush() else delay
+                delay = 1.0 if self.flush() or self.resend_due() else delay
             except AgentError as exc:
                 self._note_current()
                 delay = self._backoff(delay, exc)
@@ -132,10 +142,25 @@ class Link:
                 return sent
             confirmed = self.transport.send([item.body for item in items])
             self.outbox.ack(item.seq for item in items[:confirmed])
+            if confirmed:
+                self._last = (time.monotonic(), items[confirmed - 1].body)
             sent = sent or confirmed > 0
             if confirmed < len(items):
                 raise TransportError(f"{len(items) - confirmed} report(s) not confirmed yet")
         return sent
+
+    def resend_due(self) -> bool:
+        """Send the newest confirmed report again if it is ``resend_s`` old; True if sent."""
+        last = self._last
+        if last is None or not self.resend_s or time.monotonic() - last[0] < self.resend_s:
+            return False
+        if self.outbox.stats().depth:
+            return False  # newer reports are on their way
+        if self.transport.send([last[1]]) == 1:
+            self._last = (time.monotonic(), last[1])
+            log.debug("link: sent the newest report again")
+            return True
+        return False
 
 
 __all__ = ["LINK_KEY", "Link"]

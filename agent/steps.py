@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agent._faults import shifted, smoke_fault
 from fleetcore.artifact import verify_stream
 from fleetcore.errors import RuntimeLoadError, SmokeTestError
 from fleetcore.metadata import ReleaseManifest
-from agent._faults import shifted, smoke_fault
 from fleetcore.runtimes import installed_formats, load_model, run_smoke_test
 
 #: Runtime packages able to run each model format.

@@ -157,33 +157,37 @@ class ReportIngest:
         now: datetime,
     ) -> None:
         accepted = duplicates = unknown = 0
+        # Everything about one device is written together, devices in id order: two
+        # consumers storing batches at once (replicas, workers) then lock device rows
+        # in the same order and never deadlock on each other.
         with self.store.transaction() as tx:
-            for device, records in reports.items():
+            for device in sorted(set(reports) | set(presence) | set(malformed)):
+                records = reports.get(device, [])
                 try:
-                    result = tx.add_reports(device, records, now)
+                    if records:
+                        result = tx.add_reports(device, records, now)
+                        accepted += result.accepted
+                        duplicates += result.duplicates
                 except (NotFoundError, StateError) as exc:
                     unknown += len(records)
                     log.info("reports on a topic of an unknown device dropped: %s", exc.message)
-                    continue
                 except InvalidInputError as exc:
                     # One device's bad values roll back its own savepoint only;
                     # the batch, and every other device's reports, go on.
                     malformed[device] += len(records)
                     self.stats.add(malformed=len(records))
                     log.warning("dropped %d reports of %s: %s", len(records), device, exc.message)
-                    continue
-                accepted += result.accepted
-                duplicates += result.duplicates
-            for device, (online, retained) in presence.items():
-                try:
-                    tx.set_presence(device, online, None if retained else now)
-                except (NotFoundError, StateError):
-                    unknown += 1
-            for device, count in malformed.items():
-                try:
-                    tx.count_malformed_reports(device, count)
-                except NotFoundError:
-                    unknown += count
+                if device in presence:
+                    online, retained = presence[device]
+                    try:
+                        tx.set_presence(device, online, None if retained else now)
+                    except (NotFoundError, StateError):
+                        unknown += 1
+                if malformed[device]:
+                    try:
+                        tx.count_malformed_reports(device, malformed[device])
+                    except NotFoundError:
+                        unknown += malformed[device]
         self.stats.add(
             accepted=accepted, duplicates=duplicates, presence=len(presence), unknown_device=unknown
         )

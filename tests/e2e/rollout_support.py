@@ -52,6 +52,8 @@ AGENT_UPDATE = {
     "download_attempts": 30,
 }
 AGENT_MQTT = {"reconnect_max_s": 2.0, "keepalive_s": 10}
+#: Reports are sent again after 3 s: a dead replica's share of them is not lost for long.
+AGENT_OUTBOX = {"resend_s": 3.0}
 
 
 # -- the load balancer --------------------------------------------------------------------
@@ -367,6 +369,11 @@ class Api:
         )
         return Release(model, version, int(made["counter"]), sha)
 
+    def revoke(self, release: Release, reason: str) -> dict[str, Any]:
+        path = f"/v1/releases/{release.model}/{release.counter}/revoke"
+        revoked: dict[str, Any] = self._json(self.client.post(path, json={"reason": reason}))
+        return revoked
+
     def enroll_token(self, uses: int, labels: Mapping[str, str]) -> str:
         body = {"labels": dict(labels), "max_uses": uses}
         return str(self._json(self.client.post("/v1/enroll-tokens", json=body), 201)["token"])
@@ -400,7 +407,11 @@ class Api:
         return found
 
     def audit(self, object_type: str, object_id: str) -> list[dict[str, Any]]:
-        params = {"object_type": object_type, "object_id": object_id, "limit": 1000}
+        params: dict[str, str | int] = {
+            "object_type": object_type,
+            "object_id": object_id,
+            "limit": 1000,
+        }
         found: list[dict[str, Any]] = self._json(self.client.get("/v1/audit", params=params))
         return found
 
@@ -460,6 +471,7 @@ class Fleet:
                 transport="mqtt",
                 update=AGENT_UPDATE,
                 mqtt=AGENT_MQTT,
+                outbox=AGENT_OUTBOX,
             )
             status = agent.enroll(token, labels=labels[index])
             return Member(agent, str(status["device_id"]), {"suite": "rollouts", **labels[index]})
@@ -478,7 +490,9 @@ class Fleet:
             member.agent.start(env=env)
         for member in chosen:
             member.agent.wait_for(
-                lambda s: s.get("running") and (s.get("transport") or {}).get("current") == "mqtt",
+                lambda s: (
+                    bool(s.get("running")) and (s.get("transport") or {}).get("current") == "mqtt"
+                ),
                 timeout_s=90,
                 what="the agent to run and connect to the broker",
             )
@@ -490,8 +504,8 @@ class Fleet:
         self.start(members, env=env)
 
     def stop(self) -> None:
-        for member in self.members:
-            member.agent.stop()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda m: m.agent.stop(), self.members))
 
     def by_id(self) -> dict[str, Member]:
         return {m.device_id: m for m in self.members}

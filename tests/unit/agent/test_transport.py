@@ -184,3 +184,27 @@ def test_link_threads_deliver_documents_and_reports(tmp_path: Path) -> None:
     assert received == [b"d1", b"d2"]
     assert outbox.stats().depth == 0
     assert len(transport.sent) == 1
+
+
+def test_link_sends_the_newest_confirmed_report_again_once_it_is_old(tmp_path: Path) -> None:
+    from fleetcore.protocol import StatusReport
+
+    outbox = Outbox(StateDB.open(tmp_path))
+    transport = FakeLink("http")
+    link = Link(transport, outbox, lambda d: None, resend_s=0.05)
+    assert not link.resend_due()  # nothing confirmed yet
+    outbox.enqueue(report())
+    outbox.enqueue(report())
+    assert link.flush()
+    assert not link.resend_due()  # too young
+    time.sleep(0.06)
+    outbox.enqueue(report())  # a newer report is queued: it goes first, not a resend
+    assert not link.resend_due()
+    assert link.flush()
+    time.sleep(0.06)
+    assert link.resend_due()
+    assert [StatusReport.decode(b).seq for b in transport.sent] == [1, 2, 3, 3]
+    assert not link.resend_due()  # the clock restarted with the resend
+    off = Link(transport, outbox, lambda d: None, resend_s=0)
+    off._last = (0.0, transport.sent[-1])
+    assert not off.resend_due()
