@@ -15,10 +15,11 @@ from control_plane.cli._common import console
 from control_plane.cli._output import Format, record
 
 #: The per-status counts shown for each wave, in workflow order.
-COUNTED = ["pending", "installing", "committed", "failed", "reverted", "rolled_back"]
+COUNTED = ["pending", "installing", "committed", "failed", "reverted", "rolled_back", "cancelled"]
 TERMINAL = ("completed", "aborted", "failed", "rolled_back")
 HEADERS = {"pending": "pending", "installing": "installing", "committed": "committed",
-           "failed": "failed", "reverted": "reverted", "rolled_back": "rolled back"}  # fmt: skip
+           "failed": "failed", "reverted": "reverted", "rolled_back": "rolled back",
+           "cancelled": "cancelled"}  # fmt: skip
 _DONE = ("committed", "failed", "reverted", "rolled_back", "no_previous", "cancelled")
 
 
