@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -58,7 +59,7 @@ SoakOpt = Annotated[str, typer.Option(help="Soak time after each wave, e.g. 10m.
 ApprovalOpt = Annotated[
     list[int] | None,
     typer.Option(
-        "--approval", metavar="WAVE", help="Wait for 'promote' before this wave (0-based)."
+        "--approval", metavar="WAVE", help="Wait for 'promote' before wave WAVE (1: the first)."
     ),
 ]
 MinSuccessOpt = Annotated[float, typer.Option(min=0, max=1, help="Install gate success ratio.")]
@@ -67,34 +68,43 @@ DryRunOpt = Annotated[
 ]
 
 
-@app.command("create")
-@one_line_errors
-def create(
-    file: FileOption = None,
-    name: NameOpt = None,
-    release: ReleaseOpt = None,
-    selector: SelectorOpt = None,
-    waves: WavesOpt = "10,50,100",
-    stratify_by: StratifyOpt = None,
-    rate: RateOpt = None,
-    timeout: TimeoutOpt = "30m",
-    retries: RetriesOpt = 0,
-    max_unavailable: UnavailableOpt = None,
-    on_failure: OnFailureOpt = "pause",
-    soak: SoakOpt = "0s",
-    approval: ApprovalOpt = None,
-    min_success: MinSuccessOpt = 0.95,
-    dry_run: DryRunOpt = False,
-    output: OutputOption = Format.table,
-) -> None:
+def _spec_command(post: Callable[[dict[str, Any], Format], None]) -> Callable[..., None]:
+    """A command taking a rollout document from ``-f FILE`` or from flags."""
+
+    @one_line_errors
+    def command(
+        file: FileOption = None,
+        name: NameOpt = None,
+        release: ReleaseOpt = None,
+        selector: SelectorOpt = None,
+        waves: WavesOpt = "10,50,100",
+        stratify_by: StratifyOpt = None,
+        rate: RateOpt = None,
+        timeout: TimeoutOpt = "30m",
+        retries: RetriesOpt = 0,
+        max_unavailable: UnavailableOpt = None,
+        on_failure: OnFailureOpt = "pause",
+        soak: SoakOpt = "0s",
+        approval: ApprovalOpt = None,
+        min_success: MinSuccessOpt = 0.95,
+        dry_run: DryRunOpt = False,
+        output: OutputOption = Format.table,
+    ) -> None:
+        flags = {
+            "name": name, "release": release, "selector": selector, "waves": waves,
+            "stratify_by": stratify_by, "rate": rate, "timeout": timeout, "retries": retries,
+            "max_unavailable": max_unavailable, "on_failure": on_failure, "soak": soak,
+            "approval": approval, "min_success": min_success, "dry_run": dry_run,
+        }  # fmt: skip
+        post(_one_document(file, flags), output)
+
+    command.__doc__ = post.__doc__
+    return command
+
+
+def _create(document: dict[str, Any], output: Format) -> None:
     """Create a rollout from a YAML file (-f) or from flags; the server starts it at once."""
-    flags = {
-        "name": name, "release": release, "selector": selector, "waves": waves,
-        "stratify_by": stratify_by, "rate": rate, "timeout": timeout, "retries": retries,
-        "max_unavailable": max_unavailable, "on_failure": on_failure, "soak": soak,
-        "approval": approval, "min_success": min_success, "dry_run": dry_run,
-    }  # fmt: skip
-    created = ApiClient.from_config().post("/v1/rollouts", _one_document(file, flags))
+    created = ApiClient.from_config().post("/v1/rollouts", document)
     if output is Format.json:
         record(created, output)
         return
@@ -108,43 +118,9 @@ def create(
     console.print(f"watch it: fleetctl rollout status {rollout['id']} --watch")
 
 
-def _show_excluded(plan: dict[str, Any]) -> None:
-    if plan["excluded_count"]:
-        console.print(
-            f"{plan['excluded_count']} matching device(s) cannot run this release and are excluded:"
-        )
-        shown = [{"device": e["device"], "why": "; ".join(e["reasons"])} for e in plan["excluded"]]
-        rows(shown, ["device", "why"], Format.table)
-
-
-@app.command("plan")
-@one_line_errors
-def plan(
-    file: FileOption = None,
-    name: NameOpt = None,
-    release: ReleaseOpt = None,
-    selector: SelectorOpt = None,
-    waves: WavesOpt = "10,50,100",
-    stratify_by: StratifyOpt = None,
-    rate: RateOpt = None,
-    timeout: TimeoutOpt = "30m",
-    retries: RetriesOpt = 0,
-    max_unavailable: UnavailableOpt = None,
-    on_failure: OnFailureOpt = "pause",
-    soak: SoakOpt = "0s",
-    approval: ApprovalOpt = None,
-    min_success: MinSuccessOpt = 0.95,
-    dry_run: DryRunOpt = False,
-    output: OutputOption = Format.table,
-) -> None:
+def _plan(document: dict[str, Any], output: Format) -> None:
     """Show what a rollout would do: wave sizes, excluded devices and conflicts. Creates nothing."""
-    flags = {
-        "name": name, "release": release, "selector": selector, "waves": waves,
-        "stratify_by": stratify_by, "rate": rate, "timeout": timeout, "retries": retries,
-        "max_unavailable": max_unavailable, "on_failure": on_failure, "soak": soak,
-        "approval": approval, "min_success": min_success, "dry_run": dry_run,
-    }  # fmt: skip
-    found = ApiClient.from_config().post("/v1/rollouts/plan", _one_document(file, flags))
+    found = ApiClient.from_config().post("/v1/rollouts/plan", document)
     if output is Format.json:
         record(found, output)
         return
@@ -157,6 +133,19 @@ def plan(
         console.print("already in another active rollout of this model (create will refuse):")
         shown = [{"device": d, "rollout": r} for d, r in found["conflicts"].items()]
         rows(shown, ["device", "rollout"], Format.table)
+
+
+def _show_excluded(plan: dict[str, Any]) -> None:
+    if plan["excluded_count"]:
+        console.print(
+            f"{plan['excluded_count']} matching device(s) cannot run this release and are excluded:"
+        )
+        shown = [{"device": e["device"], "why": "; ".join(e["reasons"])} for e in plan["excluded"]]
+        rows(shown, ["device", "why"], Format.table)
+
+
+app.command("create")(_spec_command(_create))
+app.command("plan")(_spec_command(_plan))
 
 
 @app.command("list")
