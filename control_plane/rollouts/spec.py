@@ -48,6 +48,7 @@ from enum import Enum
 from typing import Any
 
 from control_plane.errors import InvalidInputError
+from control_plane.rollouts._reader import Reader, duration_s
 from control_plane.rollouts.selector import Selector, parse_selector
 from fleetcore.protocol import LABEL_KEY
 
@@ -55,8 +56,6 @@ NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}")
 MAX_WAVES = 20
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, None: 1.0}
 
 
 class OnFailure(str, Enum):
@@ -172,107 +171,15 @@ class RolloutSpec:
 # -- parsing ----------------------------------------------------------------------------
 
 
-def duration_s(value: Any, where: str) -> float:
-    """``90``, ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"``, ``"250ms"`` -> seconds."""
-    if isinstance(value, bool):
-        raise InvalidInputError(f"{where}: {value!r} is not a duration")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
-        seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
-    else:
-        raise InvalidInputError(f"{where}: {value!r} is not a duration like 90s, 15m or 2h")
-    if not math.isfinite(seconds) or seconds < 0 or seconds > 365 * 86_400:
-        raise InvalidInputError(f"{where}: {value!r} is out of range (0 to 365d)")
-    return seconds
-
-
-class _Obj:
-    """Reads a mapping field by field, refusing unknown keys at the end."""
-
-    def __init__(self, obj: Any, where: str) -> None:
-        if not isinstance(obj, dict):
-            raise InvalidInputError(f"{where} must be a mapping")
-        self.obj, self.where, self.seen = obj, where, set[str]()
-
-    def get(self, key: str) -> Any:
-        self.seen.add(key)
-        return self.obj.get(key)
-
-    def allow(self, *keys: str) -> None:
-        """Refuse unknown keys now, before other checks could hide a typo."""
-        unknown = sorted(str(k) for k in self.obj if k not in keys)
-        if unknown:
-            raise InvalidInputError(f"{self.where}: unknown field(s) {', '.join(unknown)}")
-
-    def done(self) -> None:
-        unknown = sorted(str(k) for k in self.obj if k not in self.seen)
-        if unknown:
-            raise InvalidInputError(f"{self.where}: unknown field(s) {', '.join(unknown)}")
-
-    def number(self, key: str, default: float | None, lo: float, hi: float) -> float | None:
-        value = self.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InvalidInputError(f"{self.where}.{key}: {value!r} is not a number")
-        if not lo <= value <= hi:
-            raise InvalidInputError(f"{self.where}.{key}: {value} is not between {lo} and {hi}")
-        return float(value)
-
-    def integer(self, key: str, default: int | None, lo: int, hi: int) -> int | None:
-        value = self.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidInputError(f"{self.where}.{key}: {value!r} is not a whole number")
-        if not lo <= value <= hi:
-            raise InvalidInputError(f"{self.where}.{key}: {value} is not between {lo} and {hi}")
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.get(key)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise InvalidInputError(f"{self.where}.{key}: {value!r} is not true or false")
-        return value
-
-    def string(self, key: str, pattern: re.Pattern[str] | None = None) -> str | None:
-        value = self.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise InvalidInputError(f"{self.where}.{key}: {value!r} is not a string")
-        text = str(value)
-        if pattern is not None and not pattern.fullmatch(text):
-            raise InvalidInputError(f"{self.where}.{key}: {text!r} is not allowed here")
-        return text
-
-    def duration(self, key: str, default: float) -> float:
-        value = self.get(key)
-        return default if value is None else duration_s(value, f"{self.where}.{key}")
-
-    def choice(self, key: str, enum: type[Any], default: Any) -> Any:
-        value = self.get(key)
-        if value is None:
-            return default
-        try:
-            return enum(value)
-        except ValueError:
-            allowed = " | ".join(e.value for e in enum)
-            raise InvalidInputError(f"{self.where}.{key}: {value!r} is not {allowed}") from None
-
-
-def _ratio(o: _Obj, key: str, default: float | None) -> float | None:
+def _ratio(o: Reader, key: str, default: float | None) -> float | None:
     return o.number(key, default, 0.0, 1.0)
 
 
 def _gates(obj: Any, where: str, base: Gates) -> Gates:
-    o = _Obj(obj, where)
+    o = Reader(obj, where)
     gates = base
     if (raw := o.get("install")) is not None:
-        i = _Obj(raw, f"{where}.install")
+        i = Reader(raw, f"{where}.install")
         gates = replace(
             gates,
             install=InstallGate(
@@ -285,7 +192,7 @@ def _gates(obj: Any, where: str, base: Gates) -> Gates:
         )
         i.done()
     if (raw := o.get("health")) is not None:
-        h = _Obj(raw, f"{where}.health")
+        h = Reader(raw, f"{where}.health")
         old = base.health or HealthGate()
         health = HealthGate(
             max_error_rate=_ratio(h, "max_error_rate", old.max_error_rate),
@@ -301,11 +208,11 @@ def _gates(obj: Any, where: str, base: Gates) -> Gates:
             )
         gates = replace(gates, health=health)
     if (raw := o.get("quality")) is not None:
-        q = _Obj(raw, f"{where}.quality")
+        q = Reader(raw, f"{where}.quality")
         gates = replace(gates, quality=QualityGate(q.choice("mode", QualityMode, QualityMode.OFF)))
         q.done()
     if (raw := o.get("inconclusive")) is not None:
-        c = _Obj(raw, f"{where}.inconclusive")
+        c = Reader(raw, f"{where}.inconclusive")
         gates = replace(
             gates,
             inconclusive_timeout_s=c.duration("timeout", base.inconclusive_timeout_s),
@@ -317,7 +224,7 @@ def _gates(obj: Any, where: str, base: Gates) -> Gates:
 
 
 def _wave(obj: Any, where: str) -> Wave:
-    o = _Obj(obj, where)
+    o = Reader(obj, where)
     o.allow("percent", "count", "min_devices", "soak", "approval", "gates")
     percent = o.number("percent", None, 0.0, 100.0)
     count = o.integer("count", None, 1, 10**7)
@@ -354,17 +261,17 @@ def _max_unavailable(value: Any) -> tuple[int | None, float | None]:
 
 def parse_spec(document: Any) -> RolloutSpec:
     """A rollout document (YAML or JSON, decoded) -> :class:`RolloutSpec`."""
-    top = _Obj(document, "rollout")
+    top = Reader(document, "rollout")
     api_version, kind = top.get("apiVersion"), top.get("kind")
     if api_version is not None and api_version != "edgefleet/v1":
         raise InvalidInputError(f"apiVersion {api_version!r} is not edgefleet/v1")
     if kind is not None and kind != "Rollout":
         raise InvalidInputError(f"kind {kind!r} is not Rollout")
-    meta = _Obj(top.get("metadata") or {}, "metadata")
+    meta = Reader(top.get("metadata") or {}, "metadata")
     name = meta.string("name", NAME)
     meta.get("labels")  # allowed, informational
     meta.done()
-    s = _Obj(top.get("spec"), "spec")
+    s = Reader(top.get("spec"), "spec")
     top.done()
     if name is None:
         raise InvalidInputError("metadata.name is required (a-z, 0-9, '.', '_', '-')")
