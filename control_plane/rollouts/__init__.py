@@ -2,7 +2,8 @@
 
 Where things live: :mod:`.spec` (the YAML document), :mod:`.selector` (label
 selectors), :mod:`.plan` (target, exclusions, waves), :mod:`.gates` (pass, fail,
-inconclusive), :mod:`.engine` (the state machine and its transition table),
+inconclusive), :mod:`.events` (phases, events, actions, state), :mod:`.engine`
+(the state machine and its transition table),
 :mod:`.control` (apply an event to a stored rollout), :mod:`.driver` (the
 background ticks), :mod:`.revert` (fleet revert and revoke), :mod:`.service`
 (what the API calls).
