@@ -185,7 +185,7 @@ class SimDevice:
     def _refuse(
         self, document: bytes, desired: DesiredState | None, exc: EdgefleetError
     ) -> Outcome:
-        import hashlib  # noqa: PLC0415 - only refusals need it
+        import hashlib
 
         digest = hashlib.sha256(document).hexdigest()
         if digest in self.rejected:

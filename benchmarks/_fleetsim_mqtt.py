@@ -254,7 +254,7 @@ class Session:
         """Lose the connection abruptly (no DISCONNECT: the broker sends the will)."""
         self.away_until = time.monotonic() + away_s
         sock = self.client.socket()
-        if sock is not None:
+        if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 

@@ -4,14 +4,11 @@ Theory of operation: :func:`main` runs in a child process (``multiprocessing``
 ``spawn``) and talks to :class:`benchmarks.fleetsim.Fleet` over a pipe.
 
 1. **Enrollment** goes through the real ``POST /v1/enroll``, as
-   ``agent.enroll`` does it: a fresh Ed25519 key per device, the request signed
-   by it (``agent.enroll.signed_request``), the answer's root checked to be
-   self-consistent (:class:`~fleetcore.trust.TrustedSet`) and pinned. Requests
-   run ``enroll_concurrency`` at a time per process (keep-alive clients, one
-   per thread). Labels: the caller's, plus ``fleetsim=1`` and
-   ``fleetsim.behaviour=<behaviour>``, so a rollout's selector can pick or
-   skip a behaviour.
-2. **Running**: every device except the ``offline`` ones gets a
+   ``agent.enroll`` does it (:mod:`benchmarks._fleetsim_enroll`), up to
+   ``enroll_concurrency`` requests at a time per process.
+2. **Running**, once the parent says ``connect`` (after every process
+   enrolled, and the broker knows the devices): every device except the
+   ``offline`` ones gets a
    :class:`~benchmarks._fleetsim_mqtt.Session`; a desired-state message goes
    to its :class:`~benchmarks._fleetsim_device.SimDevice`, whose plan this
    module carries out with timers: reports are encoded and published, the
@@ -25,9 +22,9 @@ Theory of operation: :func:`main` runs in a child process (``multiprocessing``
    what ``benchmarks.serve`` measures. Downloads run on a small thread pool,
    so the event loop never waits for HTTP.
 4. **Snapshots** (counters, devices per state, commits per release, CPU time
-   of this process) go to the parent whenever something changed, at most
-   every ``snapshot_s``; the parent's commands (``stop``, ``details``) arrive
-   on the same pipe, which the event loop watches.
+   of this process) go to the parent every ``snapshot_s``; the parent's
+   commands (``stop``, ``details``) arrive on the same pipe, which the event
+   loop watches.
 
 Desired-state payloads that start with :data:`BASELINE_PREFIX` are not
 desired states: they are the broker-only baseline of ``benchmarks.rollout``
@@ -37,42 +34,27 @@ and are counted (with the time the last one arrived), never verified.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from agent.enroll import signed_request
 from benchmarks._fleetsim_device import Action, Behaviour, Plan, SimDevice, Timing
+from benchmarks._fleetsim_enroll import EnrollError, Identity, enroll_all
 from benchmarks._fleetsim_mqtt import Connector, Loop, Session, SessionStats
-from fleetcore import __version__, canonical
-from fleetcore.envelope import Envelope
-from fleetcore.keys import PrivateKey
 from fleetcore.metadata import ArtifactInfo
-from fleetcore.protocol import StatusReport, check_device_id
-from fleetcore.trust import TrustedSet
+from fleetcore.protocol import StatusReport
 
 BASELINE_PREFIX = b"fleetsim-baseline:"
-CAPABILITIES: dict[str, Any] = {
-    "runtimes": {"onnxruntime": "1.20.1"},
-    "formats": ["onnx"],
-    "onnx_opsets": [7, 21],
-    "arch": "x86_64",
-    "ram_bytes": 1 << 30,
-    "disk_free_bytes": 1 << 30,
-    "os": "linux",
-    "agent_version": __version__,
-}
 
 
 @dataclass(frozen=True)
@@ -88,67 +70,6 @@ class WorkerConfig:
     connect_window: int = 64
     keepalive_s: int = 60
     snapshot_s: float = 0.25
-
-
-@dataclass(frozen=True)
-class Identity:
-    device_id: str
-    token: str
-    mqtt_url: str | None
-    mqtt_password: str | None
-    root: bytes
-    behaviour: str
-
-
-# -- enrollment -----------------------------------------------------------------------------
-
-
-class EnrollError(RuntimeError):
-    pass
-
-
-def _enroll_one(
-    client: httpx.Client, token: str, labels: dict[str, str], behaviour: str, name: str
-) -> Identity:
-    key = PrivateKey.generate()
-    body = signed_request(key, CAPABILITIES, labels, name, datetime.now(timezone.utc))
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    response = client.post("/v1/enroll", content=canonical.encode(body), headers=headers)
-    if response.status_code != 201:
-        raise EnrollError(f"enrollment: HTTP {response.status_code}: {response.text[:300]}")
-    answer = response.json()
-    device_id = check_device_id(answer["device_id"])
-    root = Envelope.from_dict(answer["root"]).to_bytes()
-    TrustedSet(root, device_id=device_id)  # self-consistent, as agent.enroll checks
-    mqtt = answer.get("mqtt") or {}
-    return Identity(
-        device_id, answer["device_token"], mqtt.get("url"), mqtt.get("password"), root, behaviour
-    )
-
-
-def enroll_all(config: WorkerConfig) -> list[Identity]:
-    local = threading.local()
-    clients: list[httpx.Client] = []
-
-    def one(index: int) -> Identity:
-        client = getattr(local, "client", None)
-        if client is None:
-            client = local.client = httpx.Client(base_url=config.server_url, timeout=300)
-            clients.append(client)
-        labels = {
-            **config.labels[index],
-            "fleetsim": "1",
-            "fleetsim.behaviour": config.behaviours[index],
-        }
-        name = f"sim-{config.index}-{index}"
-        return _enroll_one(client, config.enroll_token, labels, config.behaviours[index], name)
-
-    try:
-        with ThreadPoolExecutor(config.enroll_concurrency) as pool:
-            return list(pool.map(one, range(len(config.behaviours))))
-    finally:
-        for client in clients:
-            client.close()
 
 
 # -- artifacts -------------------------------------------------------------------------------
@@ -253,7 +174,7 @@ class Worker:
                 password=ident.mqtt_password,
                 host=parts.hostname or "127.0.0.1",
                 port=parts.port or 1883,
-                on_desired=lambda payload, d=device: self._desired(d, payload),
+                on_desired=functools.partial(self._desired, device),
                 stats=self.stats,
                 keepalive_s=self.config.keepalive_s,
             )
@@ -412,6 +333,13 @@ def main(conn: Connection, config: WorkerConfig) -> None:
                 },
             )
         )
+        while True:  # connect only when told: the broker may not know the devices yet
+            command, *_ = conn.recv()
+            if command == "stop":
+                conn.send(("stopped", {}))
+                return
+            if command == "connect":
+                break
         worker = Worker(config, conn, identities)
         worker.start_sessions()
         worker.run()
@@ -421,4 +349,4 @@ def main(conn: Connection, config: WorkerConfig) -> None:
         raise
 
 
-__all__ = ["BASELINE_PREFIX", "CAPABILITIES", "EnrollError", "Identity", "WorkerConfig", "main"]
+__all__ = ["BASELINE_PREFIX", "WorkerConfig", "main"]

@@ -21,13 +21,26 @@ workers renewing at once produce one new assignment.
 
 The desired state of a device is its newest assignment plus the manifest it
 names (:class:`fleetcore.protocol.DesiredState`); encoded documents are cached.
+
+Assigning a release to thousands of devices repeats work that depends only on
+the release and the keys, so it is done once and remembered: the release
+manifest verified under the current root (its :class:`TrustedSet` and
+:class:`VerifiedRelease`, reused while the root's bytes and the manifest's
+bytes are the same and neither has expired; each assignment is still
+verified in full against a private copy of that trust state) and the director
+signing keys (reused for :data:`SIGNERS_CACHE_S` seconds under the same root,
+so keys added or rotated on disk are picked up without a restart).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from control_plane.audit import audit
@@ -44,16 +57,30 @@ from control_plane.store import (
 )
 from fleetcore.envelope import Envelope
 from fleetcore.errors import EdgefleetError
+from fleetcore.keys import PrivateKey
 from fleetcore.metadata import Assignment, ReleaseManifest, format_time
 from fleetcore.protocol import Capabilities, DesiredState
-from fleetcore.trust import TrustedSet, manifest_digest
+from fleetcore.trust import TrustedSet, VerifiedRelease
 
 log = logging.getLogger("edgefleet.director")
 #: Encoded desired-state documents kept in memory (each a few kilobytes).
 DOCUMENT_CACHE_ENTRIES = 4096
+#: Verified release manifests kept in memory (one per release being assigned).
+VERIFIED_CACHE_ENTRIES = 8
+#: How long the director signing keys read from disk are reused, seconds.
+SIGNERS_CACHE_S = 5.0
 DIRECTOR = "director"
 
 Listener = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """A manifest verified under a root: never handed out, only copied."""
+
+    trusted: TrustedSet  # the state after verify_release
+    release: VerifiedRelease
+    valid_until: datetime  # the earlier of the root's and the manifest's expiry
 
 
 class Director:
@@ -70,6 +97,9 @@ class Director:
         self.clock = clock
         self.listeners: list[Listener] = []
         self._documents: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._verified: OrderedDict[tuple[bytes, bytes], _Verified] = OrderedDict()
+        self._signers: tuple[bytes, float, list[PrivateKey]] | None = None
+        self._lock = threading.Lock()
 
     @property
     def lifetime(self) -> timedelta:
@@ -223,6 +253,8 @@ class Director:
         revoked = sorted({r.sha256 for r in tx.list_revocations(manifest.model)})
         if manifest.artifact.sha256 in revoked:
             raise StateError(f"{manifest.model} release {manifest.release}'s artifact is revoked")
+        root = self.releases.keys.root_bytes()
+        trusted, verified = self._verified_release(root, record.manifest, now)
         envelope = Envelope(
             Assignment(
                 device=device_id,
@@ -231,17 +263,17 @@ class Director:
                 expires=min(now + self.lifetime, manifest.expires),
                 model=manifest.model,
                 release=manifest.release,
-                manifest_sha256=manifest_digest(Envelope.from_bytes(record.manifest).signed),
+                manifest_sha256=verified.digest,
                 artifact=manifest.artifact,
                 format=manifest.format,
                 compatibility=manifest.compatibility,
                 revoked=tuple(revoked),
             ).to_dict()
         )
-        for key in self.releases.keys.director_signers():
+        for key in self._director_signers(root):
             envelope.sign(key)
         signed = envelope.to_bytes()
-        self._verify(device_id, record.manifest, signed, now)
+        self._verify(device_id, trusted, verified, signed, now)
         stored = tx.add_assignment(
             DeviceAssignmentRecord(
                 device_id=device_id,
@@ -266,11 +298,56 @@ class Director:
         audit(tx, actor, "device.assign", "device", device_id, change, now)
         return stored
 
-    def _verify(self, device_id: str, manifest: bytes, assignment: bytes, now: datetime) -> None:
+    def _verified_release(
+        self, root: bytes, manifest: bytes, now: datetime
+    ) -> tuple[TrustedSet, VerifiedRelease]:
+        """The manifest verified under ``root``: a private copy of the trust state after it.
+
+        Raises:
+            SigningError: a device would refuse the manifest.
+        """
+        key = (root, manifest)
+        with self._lock:
+            cached = self._verified.get(key)
+        if cached is None or now >= cached.valid_until:
+            try:
+                trusted = TrustedSet(root)
+                release = trusted.verify_release(manifest, now)
+            except EdgefleetError as exc:
+                raise SigningError(
+                    f"the signed assignment does not verify: {exc.one_line()}"
+                ) from exc
+            until = min(trusted.root.expires, release.manifest.expires)
+            cached = _Verified(trusted, release, until)
+            with self._lock:
+                self._verified[key] = cached
+                if len(self._verified) > VERIFIED_CACHE_ENTRIES:
+                    self._verified.popitem(last=False)
+        trusted = copy.copy(cached.trusted)
+        trusted.state = copy.deepcopy(cached.trusted.state)
+        return trusted, cached.release
+
+    def _director_signers(self, root: bytes) -> list[PrivateKey]:
+        held = self._signers
+        clock = time.monotonic()
+        if held is not None and held[0] == root and clock < held[1]:
+            return held[2]
+        signers = self.releases.keys.director_signers()
+        self._signers = (root, clock + SIGNERS_CACHE_S, signers)
+        return signers
+
+    @staticmethod
+    def _verify(
+        device_id: str,
+        trusted: TrustedSet,
+        release: VerifiedRelease,
+        assignment: bytes,
+        now: datetime,
+    ) -> None:
         """Refuse to store an assignment the device would refuse."""
+        trusted.device_id = device_id
         try:
-            trusted = TrustedSet(self.releases.keys.root_bytes(), device_id=device_id)
-            trusted.verify_assignment(assignment, trusted.verify_release(manifest, now), now)
+            trusted.verify_assignment(assignment, release, now)
         except EdgefleetError as exc:
             raise SigningError(f"the signed assignment does not verify: {exc.one_line()}") from exc
 

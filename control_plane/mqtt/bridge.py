@@ -9,7 +9,10 @@ app's lifespan when ``mqtt.url`` is set. It runs three threads:
   retained at QoS 1. Broker acknowledgements come back through the same queue
   and are recorded (``published_at``); if the device got a newer assignment
   meanwhile, the newest is published again, so the retained message ends at
-  the newest state even when workers race. After every (re)connect it
+  the newest state even when workers race. Acknowledgements waiting in the
+  queue together are recorded together (one transaction, one read of the
+  devices' sequences), so a rollout's thousands of PUBACKs cost a few
+  database writes, not one each. After every (re)connect it
   republishes every newest assignment the broker has not acknowledged yet;
 * the *ingester*, which drains a bounded queue of received messages in
   batches into :class:`~control_plane.devices.ingest.ReportIngest` and only
@@ -61,6 +64,8 @@ log = logging.getLogger("edgefleet.mqtt")
 _UNSUPPORTED_PROTOCOL = (0x84, 1)
 _HANDSHAKES_BEFORE_DOWNGRADE = 2
 _POLL_S = 0.5
+#: Outbox items the publisher takes at once; acknowledgements among them are recorded together.
+_PUBLISH_BATCH = 500
 
 Item = tuple[str, str, int]  # (what, device id or refusal reason, mid)
 Received = tuple[int, int, int, RawMessage]  # (connection, mid, qos, message)
@@ -261,13 +266,35 @@ class MqttBridge:
             if self._downgrade.is_set():
                 self._switch_to_311()
             try:
-                what, device_id, number = self._outbox.get(timeout=_POLL_S)
+                batch = [self._outbox.get(timeout=_POLL_S)]
             except queue.Empty:
                 continue
-            try:
-                self._carry_out(what, device_id, number)
-            except Exception:  # keep publishing for the other devices
-                log.exception("MQTT publisher: %s %s failed", what, device_id)
+            while len(batch) < _PUBLISH_BATCH:
+                try:
+                    batch.append(self._outbox.get_nowait())
+                except queue.Empty:
+                    break
+            acks: list[Item] = []
+            for item in batch:
+                if item[0] == "acked":
+                    acks.append(item)
+                    continue
+                self._acks(acks)  # in order: acknowledgements before what followed them
+                acks = []
+                what, device_id, _ = item
+                try:
+                    self._carry_out(what, device_id)
+                except Exception:  # keep publishing for the other devices
+                    log.exception("MQTT publisher: %s %s failed", what, device_id)
+            self._acks(acks)
+
+    def _acks(self, items: list[Item]) -> None:
+        if not items:
+            return
+        try:
+            self._acknowledged([(self._pending.pop(n, None), refused) for _, refused, n in items])
+        except Exception:  # unrecorded: published_at stays empty, the next republish repeats it
+            log.exception("MQTT publisher: recording %d acknowledgements failed", len(items))
 
     def _switch_to_311(self) -> None:
         self._downgrade.clear()
@@ -282,7 +309,7 @@ class MqttBridge:
         self._client = self._make_client()
         self._connect()
 
-    def _carry_out(self, what: str, device_id: str, number: int) -> None:
+    def _carry_out(self, what: str, device_id: str) -> None:
         client = self._client
         assert client is not None
         if what == "latest":
@@ -296,22 +323,32 @@ class MqttBridge:
         elif what == "clear":
             for channel in (Channel.DESIRED, Channel.PRESENCE):
                 client.publish(topic(device_id, channel), b"", qos=1, retain=True)
-        elif what == "acked":
-            self._acknowledged(self._pending.pop(number, None), refused=device_id)
         elif what == "republish":
             for assignment in self.store.unpublished_assignments():
-                self._carry_out("latest", assignment.device_id, 0)
+                self._carry_out("latest", assignment.device_id)
 
-    def _acknowledged(self, published: tuple[str, int] | None, *, refused: str) -> None:
-        if published is None:
-            return  # a clear, or a message of a client replaced meanwhile
-        device_id, sequence = published
-        if refused:  # an MQTT 5 broker said no: the next republish tries again
-            log.error("MQTT: the broker refused the desired state of %s: %s", device_id, refused)
+    def _acknowledged(self, acks: list[tuple[tuple[str, int] | None, str]]) -> None:
+        """Record broker acknowledgements: ((device, sequence) or None, refusal) each."""
+        done: list[tuple[str, int]] = []
+        for published, refused in acks:
+            if published is None:
+                continue  # a clear, or a message of a client replaced meanwhile
+            if refused:  # an MQTT 5 broker said no: the next republish tries again
+                log.error(
+                    "MQTT: the broker refused the desired state of %s: %s", published[0], refused
+                )
+                continue
+            done.append(published)
+        if not done:
             return
-        self.store.mark_assignment_published(device_id, sequence, self.clock())
-        if self.store.desired_sequences([device_id]).get(device_id, 0) != sequence:
-            self.publish_latest(device_id)  # a newer one may have been overwritten by this
+        now = self.clock()
+        with self.store.transaction() as tx:
+            for device_id, sequence in done:
+                tx.mark_assignment_published(device_id, sequence, now)
+        current = self.store.desired_sequences([device_id for device_id, _ in done])
+        for device_id, sequence in done:
+            if current.get(device_id, 0) != sequence:
+                self.publish_latest(device_id)  # a newer one may have been overwritten by this
 
     # -- ingester thread ---------------------------------------------------------------------
 

@@ -17,21 +17,39 @@ Invariants:
   writer stored some meanwhile. The device's state moves only with a report
   above ``last_seq``, again by a conditional UPDATE, so of two racing batches
   the newer report wins whatever the commit order.
+* The per-report and per-assignment paths read the device row by column, not
+  as an ORM object, and expire any ORM copy the session holds after their
+  UPDATEs, so nothing later in the transaction sees stale values.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, Select, and_, or_, select, update
+from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from control_plane.db.tables import DeviceAssignmentRow, DeviceReportRow, DeviceRow
 from control_plane.errors import InvalidInputError, NotFoundError, StateError
+from control_plane.store._device_statements import (
+    STATE_COLUMNS,
+    active_and_stored_statement,
+    allocate_statement,
+    device_exists_statement,
+    insert_assignment_statement,
+    insert_reports_statement,
+    latest_assignment_statement,
+    mark_published_statement,
+    records,
+    report_values,
+    table,
+    touch_statement,
+)
 from control_plane.store._rows import insert, require, to_record, to_row
 from control_plane.store._sessions import SessionScope
 from control_plane.store.records import (
@@ -82,6 +100,23 @@ def _active(session: Session, device_id: str) -> DeviceRow:
     return row
 
 
+def _device_flags(session: Session, device_id: str, *columns: Any) -> Any:
+    """Some columns of a device row, read without loading the row as an ORM object."""
+    return session.execute(select(*columns).where(col(DeviceRow.id) == device_id)).one_or_none()
+
+
+def _forget(session: Session, device_id: str) -> None:
+    """Expire the session's copy of the device row, if any, after a bulk UPDATE of it.
+
+    Statements here update the row with ``synchronize_session=False`` and read
+    back only the columns they need, so an ORM copy loaded earlier in the same
+    transaction would otherwise keep stale values.
+    """
+    found = session.identity_map.get(session.identity_key(DeviceRow, device_id))
+    if found is not None:
+        session.expire(found)
+
+
 def _latest() -> Select[DeviceAssignmentRow]:
     """Each device's assignment at its desired sequence (active devices only)."""
     return (
@@ -130,16 +165,18 @@ class DeviceSql(SessionScope):
     ) -> list[DeviceRecord]:
         if limit < 1:
             raise InvalidInputError(f"limit must be at least 1, not {limit}")
-        query = select(DeviceRow).order_by(col(DeviceRow.id)).limit(limit)
+        c = table(DeviceRow).c
+        query = select(table(DeviceRow)).order_by(c.id).limit(limit)
         for key, value in sorted((labels or {}).items()):
-            query = query.where(col(DeviceRow.labels)[key].as_string() == value)
+            query = query.where(c.labels[key].as_string() == value)
         if state is not None:
-            query = query.where(col(DeviceRow.state) == state)
+            query = query.where(c.state == state)
         if not include_decommissioned:
-            query = query.where(col(DeviceRow.decommissioned_at).is_(None))
+            query = query.where(c.decommissioned_at.is_(None))
         if after is not None:
-            query = query.where(col(DeviceRow.id) > after)
-        return self._all(query, DeviceRecord)
+            query = query.where(c.id > after)
+        with self._read() as session:  # Core rows: a whole fleet pages through here
+            return records(session.execute(query), DeviceRecord)
 
     def update_device_labels(self, device_id: str, labels: dict[str, str]) -> DeviceRecord:
         with self._write(f"device {device_id}") as session:
@@ -201,37 +238,42 @@ class DeviceSql(SessionScope):
     # -- assignments -------------------------------------------------------------------
     def next_assignment_sequence(self, device_id: str, *, expect_current: int | None = None) -> int:
         what = f"device {device_id}"
-        conditions = [col(DeviceRow.id) == device_id, col(DeviceRow.decommissioned_at).is_(None)]
-        if expect_current is not None:
-            conditions.append(col(DeviceRow.desired_sequence) == expect_current)
-        allocate = (
-            update(DeviceRow)
-            .where(*conditions)
-            .values(desired_sequence=col(DeviceRow.desired_sequence) + 1)
-            .execution_options(synchronize_session=False)
-        )
+        params = {"a_id": device_id, "a_expect": expect_current}
         with self._write(what) as session:
-            moved = cast("CursorResult[Any]", session.execute(allocate)).rowcount == 1
-            row = session.get(DeviceRow, device_id, populate_existing=True)
+            allocated = session.scalar(allocate_statement(expect_current is not None), params)
+            _forget(session, device_id)
+            if allocated is not None:
+                return int(allocated)
+            row = _device_flags(
+                session,
+                device_id,
+                col(DeviceRow.desired_sequence),
+                col(DeviceRow.decommissioned_at),
+            )
             if row is None:
                 raise NotFoundError(f"{what} not found")
-            if not moved:
-                if row.decommissioned_at is not None:
-                    raise StateError(f"{what} was decommissioned")
-                raise StateError(
-                    f"{what} is at assignment sequence {row.desired_sequence}, not {expect_current}"
-                )
-            return row.desired_sequence
+            sequence, decommissioned_at = row
+            if decommissioned_at is not None:
+                raise StateError(f"{what} was decommissioned")
+            raise StateError(f"{what} is at assignment sequence {sequence}, not {expect_current}")
 
     def add_assignment(self, record: DeviceAssignmentRecord) -> DeviceAssignmentRecord:
         name = f"assignment {record.sequence} of device {record.device_id}"
         duplicates = {"uq_device_assignment_device_id_sequence": f"{name} already exists"}
+        values = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+        del values["id"]
         with self._write(name, duplicates) as session:
-            require(session, DeviceRow, record.device_id, f"device {record.device_id}")
-            return insert(session, to_row(DeviceAssignmentRow, record), DeviceAssignmentRecord)
+            found = session.execute(device_exists_statement(), {"e_id": record.device_id})
+            if found.first() is None:
+                raise NotFoundError(f"device {record.device_id} not found")
+            row_id = session.scalar(insert_assignment_statement(), values)
+            return dataclasses.replace(record, id=int(row_id or 0))
 
     def latest_assignment(self, device_id: str) -> DeviceAssignmentRecord | None:
-        return self._one(_latest().where(col(DeviceRow.id) == device_id), DeviceAssignmentRecord)
+        with self._read() as session:
+            rows = session.execute(latest_assignment_statement(), {"device_id": device_id})
+            found = records(rows, DeviceAssignmentRecord)
+        return found[0] if found else None
 
     def desired_sequences(self, device_ids: Collection[str]) -> dict[str, int]:
         ids = sorted(set(device_ids))
@@ -266,17 +308,9 @@ class DeviceSql(SessionScope):
         return self._all(query, DeviceAssignmentRecord)
 
     def mark_assignment_published(self, device_id: str, sequence: int, now: datetime) -> None:
+        params = {"p_id": device_id, "p_sequence": sequence, "p_now": now}
         with self._write(f"assignment {sequence} of device {device_id}") as session:
-            session.execute(
-                update(DeviceAssignmentRow)
-                .where(
-                    col(DeviceAssignmentRow.device_id) == device_id,
-                    col(DeviceAssignmentRow.sequence) == sequence,
-                    col(DeviceAssignmentRow.published_at).is_(None),
-                )
-                .values(published_at=now)
-                .execution_options(synchronize_session=False)
-            )
+            session.execute(mark_published_statement(), params)
 
     # -- status reports -------------------------------------------------------------------
     def add_reports(
@@ -290,30 +324,36 @@ class DeviceSql(SessionScope):
                 )
             unique.setdefault(report.seq, report)
         with self._write(f"reports of device {device_id}") as session:
-            _active(session, device_id)
-            stored = self._stored_seqs(session, device_id, list(unique))
+            stored = self._active_and_stored(session, device_id, list(unique))
             new = [r for seq, r in sorted(unique.items()) if seq not in stored]
             accepted = self._insert_reports(session, new)
-            if accepted:
-                newest = max(accepted, key=lambda r: r.seq)
-                session.execute(
-                    update(DeviceRow)
-                    .where(col(DeviceRow.id) == device_id, col(DeviceRow.last_seq) < newest.seq)
-                    .values(**_state_values(newest))
-                    .execution_options(synchronize_session=False)
-                )
-            session.execute(
-                update(DeviceRow)
-                .where(
-                    col(DeviceRow.id) == device_id,
-                    or_(col(DeviceRow.last_seen).is_(None), col(DeviceRow.last_seen) < now),
-                )
-                .values(last_seen=now)
-                .execution_options(synchronize_session=False)
-            )
-            row = session.get(DeviceRow, device_id, populate_existing=True)
-            assert row is not None
-            return ReportsResult(len(accepted), len(reports) - len(accepted), row.last_seq)
+            newest = max(accepted, key=lambda r: r.seq) if accepted else None
+            params: dict[str, Any] = {"t_id": device_id, "t_last_seen": now}
+            if newest is not None:
+                state = _state_values(newest)
+                params |= {f"t_{name}": state[name] for name in STATE_COLUMNS}
+                params |= {"t_newest": newest.seq, "t_agent_version": state.get("agent_version")}
+            last_seq = session.scalar(touch_statement(newest is not None), params)
+            _forget(session, device_id)
+            return ReportsResult(len(accepted), len(reports) - len(accepted), int(last_seq or 0))
+
+    def _active_and_stored(self, session: Session, device_id: str, seqs: list[int]) -> set[int]:
+        """Which of ``seqs`` the device has stored; NotFoundError/StateError unless active.
+
+        One query: the device row, outer-joined with its reports among the
+        first chunk of ``seqs``.
+        """
+        params = {"device_id": device_id, "seqs": seqs[:_IN_CHUNK]}
+        query = active_and_stored_statement()
+        rows = session.execute(query, params).all()
+        if not rows:
+            raise NotFoundError(f"device {device_id} not found")
+        if rows[0][0] is not None:
+            raise StateError(f"device {device_id} was decommissioned")
+        stored = {int(seq) for _, seq in rows if seq is not None}
+        if len(seqs) > _IN_CHUNK:
+            stored |= self._stored_seqs(session, device_id, seqs[_IN_CHUNK:])
+        return stored
 
     @staticmethod
     def _stored_seqs(session: Session, device_id: str, seqs: list[int]) -> set[int]:
@@ -335,7 +375,8 @@ class DeviceSql(SessionScope):
             return []
         try:
             with session.begin_nested():
-                session.add_all([to_row(DeviceReportRow, r) for r in reports])
+                rows = [report_values(r) for r in reports]
+                session.execute(insert_reports_statement(), rows)
         except IntegrityError:
             inserted = []
             for report in reports:
