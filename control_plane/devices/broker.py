@@ -12,11 +12,18 @@ file and no reload.
 
 Failures are logged by :meth:`sync_quietly` and repaired by the next sync: a
 device enrolled while the broker was unreachable gets its line then.
+
+Mosquitto notes a SIGHUP in a flag that it clears when a reload *ends*, so a
+signal that arrives during a reload (two workers enrolling devices at once) is
+lost, and the last device's line would wait unread. Every change is therefore
+signalled once more :data:`RESIGNAL_S` seconds after the last one; a reload of
+an unchanged file costs the broker nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 from control_plane.config import MqttSettings
@@ -25,12 +32,16 @@ from control_plane.mqtt.passwd_file import BrokerSyncError, signal_reload, write
 from control_plane.mqtt.passwords import Account, hash_password, verify_password
 
 log = logging.getLogger("edgefleet.broker")
+#: Seconds after the last change at which the broker is signalled once more.
+RESIGNAL_S = 1.0
 
 
 class BrokerAccounts:
     def __init__(self, settings: MqttSettings, accounts: Callable[[], list[tuple[str, str]]]):
         self.settings = settings
         self.accounts = accounts
+        self._resignal: threading.Timer | None = None
+        self._lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -67,7 +78,25 @@ class BrokerAccounts:
         if changed and self.settings.broker_pid_file is not None:
             pid = signal_reload(self.settings.broker_pid_file)
             log.info("broker password file %s updated; broker pid %d reloads it", path, pid)
+            self._signal_again_later()
         return changed
+
+    def _signal_again_later(self) -> None:
+        with self._lock:
+            if self._resignal is not None:
+                self._resignal.cancel()
+            self._resignal = threading.Timer(RESIGNAL_S, self._signal_again)
+            self._resignal.daemon = True
+            self._resignal.start()
+
+    def _signal_again(self) -> None:
+        pid_file = self.settings.broker_pid_file
+        if pid_file is None:
+            return
+        try:
+            signal_reload(pid_file)
+        except BrokerSyncError as exc:  # the next sync repairs it
+            log.warning("broker not signalled again: %s", exc.message)
 
     def sync_quietly(self) -> bool:
         try:

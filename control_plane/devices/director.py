@@ -153,12 +153,16 @@ class Director:
         manifest: ReleaseManifest,
         now: datetime,
         actor: str,
+        *,
+        revoked: list[str] | None = None,
     ) -> DeviceAssignmentRecord:
         """Sign and store one assignment inside the caller's transaction.
 
         For callers that assign many devices at once (rollouts, reverts): the
         caller checked the release with :meth:`prepare`, and calls
-        :meth:`notify` after its transaction commits.
+        :meth:`notify` after its transaction commits. ``revoked`` is the
+        model's revoked hashes as :meth:`revoked_in` read them in this
+        transaction, to read them once per batch rather than once per device.
         """
         reasons = incompatibilities(Capabilities.from_dict(device.capabilities), manifest)
         if reasons:
@@ -166,7 +170,12 @@ class Director:
                 f"device {device.id} cannot run {record.model} release {record.counter}: "
                 + "; ".join(reasons)
             )
-        return self._sign(tx, device.id, record, manifest, now, actor)
+        return self._sign(tx, device.id, record, manifest, now, actor, revoked=revoked)
+
+    @staticmethod
+    def revoked_in(tx: Store, model: str) -> list[str]:
+        """Every hash revoked for ``model``, read in the caller's transaction."""
+        return sorted({r.sha256 for r in tx.list_revocations(model)})
 
     def notify(self, device_ids: list[str]) -> None:
         """Tell the listeners that these devices' desired states changed."""
@@ -248,9 +257,11 @@ class Director:
         actor: str,
         *,
         expect: int | None = None,
+        revoked: list[str] | None = None,
     ) -> DeviceAssignmentRecord:
         sequence = tx.next_assignment_sequence(device_id, expect_current=expect)
-        revoked = sorted({r.sha256 for r in tx.list_revocations(manifest.model)})
+        if revoked is None:
+            revoked = self.revoked_in(tx, manifest.model)
         if manifest.artifact.sha256 in revoked:
             raise StateError(f"{manifest.model} release {manifest.release}'s artifact is revoked")
         root = self.releases.keys.root_bytes()

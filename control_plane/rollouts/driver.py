@@ -31,6 +31,7 @@ import math
 import os
 import secrets
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -145,8 +146,12 @@ class RolloutDriver:
         if not rollout.phase.assigning:
             return
         self._join_late(record, spec, rollout.state.wave, now)
-        # A wave that opens or passes is acted on in the same tick (no idle tick between).
+        # A wave that opens or passes is acted on in the same tick (no idle tick between),
+        # within a third of the lease, so the lease never runs out during a tick.
+        started = time.monotonic()
         for _ in range(len(spec.waves) * 2 + 1):
+            if time.monotonic() - started > self.settings.lease_s / 3:
+                break
             before = (record.phase, record.state.get("wave"))
             record = self._advance(record, spec, now)
             _, rollout = load(record)
@@ -313,11 +318,14 @@ class RolloutDriver:
             devices = self.store.get_devices([t.device_id for t in chunk])
             assigned: list[str] = []
             with self.store.transaction() as tx:
+                # Read once per batch, in the transaction that stores the assignments.
+                revoked = self.director.revoked_in(tx, release.model)
                 for target in chunk:
                     device = devices.get(target.device_id)
-                    self._assign_one(tx, target, device, release, manifest, now, actor, retry)
-                    if device is not None:
-                        assigned.append(device.id)
+                    if self._assign_one(
+                        tx, target, device, release, manifest, now, actor, retry, revoked
+                    ):
+                        assigned.append(target.device_id)
             self.director.notify(assigned)
 
     def _assign_one(
@@ -330,12 +338,14 @@ class RolloutDriver:
         now: datetime,
         actor: str,
         retry: bool,
-    ) -> None:
+        revoked: list[str],
+    ) -> bool:
+        """Assign one target's device; whether it was assigned (the others are settled)."""
         expect = (TargetStatus.INSTALLING,) if retry else (TargetStatus.PENDING,)
         if device is None or not device.active:
             tx.update_target(target.id, status=TargetStatus.REMOVED, expect=expect, now=now,
                              reason="the device was decommissioned")  # fmt: skip
-            return
+            return False
         previous = (
             target.previous_release
             if retry
@@ -343,16 +353,21 @@ class RolloutDriver:
         )
         try:
             with tx.transaction() as inner:
-                signed = self.director.assign_in(inner, device, release, manifest, now, actor)
+                signed = self.director.assign_in(
+                    inner, device, release, manifest, now, actor, revoked=revoked
+                )
                 inner.mark_assigned(
                     target.id, sequence=signed.sequence, now=now, previous_release=previous,
                     retry=retry,
                 )  # fmt: skip
         except StateError as exc:
             log.info("rollout %s: %s not assigned: %s", actor, device.id, exc.message)
+            return False
         except ControlPlaneError as exc:
             tx.update_target(target.id, status=TargetStatus.EXCLUDED, expect=expect, now=now,
                              reason=exc.message)  # fmt: skip
+            return False
+        return True
 
 
 def _outcome(  # noqa: PLR0911 - one return per outcome reads best

@@ -208,3 +208,32 @@ def test_the_test_broker_uses_the_shipped_policy(tmp_path: Path) -> None:
             assert anonymous.connect() != "Success"
         finally:
             anonymous.close()
+
+
+def test_a_change_is_signalled_again_after_the_last_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGHUP that lands during a reload is lost in Mosquitto: every change is sent twice."""
+    from control_plane.devices import broker as broker_module
+
+    monkeypatch.setattr(broker_module, "RESIGNAL_S", 0.05)
+    signalled: list[Path] = []
+    monkeypatch.setattr(broker_module, "signal_reload", lambda pid: signalled.append(pid) or 1)
+    devices = [(A, hash_password("a"))]
+    settings = MqttSettings(
+        password=SecretStr("cp-password-1"),
+        password_file=tmp_path / "passwd",
+        broker_pid_file=tmp_path / "broker.pid",
+    )
+    accounts = BrokerAccounts(settings, lambda: devices)
+    assert accounts.sync()
+    assert len(signalled) == 1
+    deadline = time.monotonic() + 5
+    while len(signalled) < 2:
+        assert time.monotonic() < deadline, "the change was not signalled again"
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert signalled == [tmp_path / "broker.pid"] * 2  # once more, not forever
+    assert not accounts.sync()  # nothing changed: no signal at all
+    time.sleep(0.2)
+    assert len(signalled) == 2

@@ -287,10 +287,10 @@ def test_a_device_the_director_refuses_is_excluded_and_the_others_assigned(
     director = sim.fleet.devices.director
     real = director.assign_in
 
-    def refuse_one(tx: Any, device: Any, *args: Any) -> Any:
+    def refuse_one(tx: Any, device: Any, *args: Any, **kwargs: Any) -> Any:
         if device.id == devices[2]:
             raise SigningError("the director key is unavailable")
-        return real(tx, device, *args)
+        return real(tx, device, *args, **kwargs)
 
     monkeypatch.setattr(director, "assign_in", refuse_one)
     sim.tick()
