@@ -13,7 +13,9 @@ app's lifespan when ``mqtt.url`` is set. It runs three threads:
   queue together are recorded together (one transaction, one read of the
   devices' sequences), so a rollout's thousands of PUBACKs cost a few
   database writes, not one each. After every (re)connect it
-  republishes every newest assignment the broker has not acknowledged yet;
+  republishes every newest assignment the broker has not acknowledged yet, and every
+  :data:`STALE_S` seconds it publishes those signed more than that long ago
+  (a worker or replica that stored them may have died before publishing);
 * the *ingester*, which drains a bounded queue of received messages in
   batches into :class:`~control_plane.devices.ingest.ReportIngest` and only
   then acknowledges them (manual acks), so a report is never lost between
@@ -39,9 +41,10 @@ import queue
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,6 +67,8 @@ log = logging.getLogger("edgefleet.mqtt")
 _UNSUPPORTED_PROTOCOL = (0x84, 1)
 _HANDSHAKES_BEFORE_DOWNGRADE = 2
 _POLL_S = 0.5
+#: An assignment still unacknowledged this long after it was signed is published again.
+STALE_S = 10.0
 #: Outbox items the publisher takes at once; acknowledgements among them are recorded together.
 _PUBLISH_BATCH = 500
 
@@ -262,9 +267,13 @@ class MqttBridge:
     # -- publisher thread -----------------------------------------------------------------
 
     def _publisher(self) -> None:
+        swept = time.monotonic()
         while not self._stopping.is_set():
             if self._downgrade.is_set():
                 self._switch_to_311()
+            if time.monotonic() - swept > STALE_S and self.connected.is_set():
+                swept = time.monotonic()
+                self._outbox.put(("stale", "", 0))
             try:
                 batch = [self._outbox.get(timeout=_POLL_S)]
             except queue.Empty:
@@ -326,6 +335,13 @@ class MqttBridge:
         elif what == "republish":
             for assignment in self.store.unpublished_assignments():
                 self._carry_out("latest", assignment.device_id)
+        elif what == "stale":
+            # Stored by a worker or replica that died before publishing them: nobody
+            # else would, until a reconnect. Fresh ones are still on their way.
+            before = self.clock() - timedelta(seconds=STALE_S)
+            for assignment in self.store.unpublished_assignments():
+                if assignment.issued_at < before:
+                    self._carry_out("latest", assignment.device_id)
 
     def _acknowledged(self, acks: list[tuple[tuple[str, int] | None, str]]) -> None:
         """Record broker acknowledgements: ((device, sequence) or None, refusal) each."""
