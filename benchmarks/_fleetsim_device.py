@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 
+from agent.workflow import ACTIVATED, IN_PROGRESS
 from fleetcore import __version__
 from fleetcore.envelope import Envelope
 from fleetcore.errors import EdgefleetError
@@ -53,16 +54,6 @@ from fleetcore.protocol import DesiredState, Installed, StatusReport, UpdateStat
 from fleetcore.trust import TrustedSet, TrustState
 
 S = UpdateState
-IN_PROGRESS = (
-    S.NOTIFIED,
-    S.DOWNLOADING,
-    S.VERIFYING,
-    S.STAGED,
-    S.SMOKE_TEST,
-    S.ACTIVATING,
-    S.PROBATION,
-)
-ACTIVATED = (S.ACTIVATING, S.PROBATION)
 #: Refused documents remembered, as the agent does (``updater.REMEMBER_REJECTED``).
 REMEMBER_REJECTED = 16
 

@@ -47,7 +47,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from benchmarks._harness import Processes, cli, cpu_seconds, free_port, wait_http
 from models.tiny import tiny_onnx_bytes
-from tests.support.mosquitto import ACL, POLICY, Broker, find_mosquitto
+from tests.support.mosquitto import ACL, Broker, find_mosquitto
 
 MONITOR = "fleetsim-monitor"
 #: Per client; the control plane's subscription must hold a whole fleet's backlog.
@@ -66,29 +66,15 @@ TABLES = (
 class FleetBroker(Broker):
     """The test broker with the simulator's deployment lines (see the module docstring)."""
 
-    def write_config(self) -> None:
-        persistence = self.directory / "data"
-        persistence.mkdir(exist_ok=True)
-        lines = [
-            POLICY.read_text(),
-            "",
-            "# -- fleetsim deployment --",
-            *(["user root"] if os.geteuid() == 0 else []),
-            f"listener {self.port} {self.host}",
-            f"password_file {self.password_file}",
-            f"acl_file {self.acl_file}",
-            f"pid_file {self.pid_file}",
-            f"persistence_location {persistence}/",
-            f"log_dest file {self.log_file}",
+    def extra_lines(self) -> list[str]:
+        return [
             "log_type error",
             "log_type warning",
             "log_type notice",
             "connection_messages false",
             f"max_queued_messages {MAX_QUEUED_MESSAGES}",
             "sys_interval 1",
-            "",
         ]
-        self.config_file.write_text("\n".join(lines))
 
     def resignal(self, times: int = 2, gap_s: float = 1.0) -> None:
         """SIGHUP the broker, twice and a second apart, so at least one lands outside a reload.

@@ -105,13 +105,17 @@ class Broker:
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 
+    def extra_lines(self) -> list[str]:
+        """What this deployment logs and limits, after the policy and its own paths."""
+        return ["log_type all", "connection_messages true"]
+
     def write_config(self) -> None:
         persistence = self.directory / "data"
         persistence.mkdir(exist_ok=True)
         lines = [
             POLICY.read_text(),
             "",
-            "# -- test deployment --",
+            "# -- deployment --",
             # As root, Mosquitto would switch to the 'mosquitto' user and lose
             # access to the test's directory.
             *(["user root"] if os.geteuid() == 0 else []),
@@ -121,8 +125,7 @@ class Broker:
             f"pid_file {self.pid_file}",
             f"persistence_location {persistence}/",
             f"log_dest file {self.log_file}",
-            "log_type all",
-            "connection_messages true",
+            *self.extra_lines(),
             "",
         ]
         self.config_file.write_text("\n".join(lines))
