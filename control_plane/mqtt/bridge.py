@@ -38,16 +38,12 @@ from __future__ import annotations
 
 import logging
 import queue
-import re
-import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -58,6 +54,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from control_plane.config import MqttSettings
 from control_plane.devices.director import Director
 from control_plane.devices.ingest import RawMessage, ReportIngest
+from control_plane.mqtt._endpoint import Endpoint, client_id
 from control_plane.mqtt._slots import Slot, claim_slot
 from control_plane.store import Store
 from fleetcore.protocol import Channel, subscription, topic
@@ -74,24 +71,6 @@ _PUBLISH_BATCH = 500
 
 Item = tuple[str, str, int]  # (what, device id or refusal reason, mid)
 Received = tuple[int, int, int, RawMessage]  # (connection, mid, qos, message)
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    host: str
-    port: int
-    tls: bool
-
-    @classmethod
-    def parse(cls, url: str) -> Endpoint:
-        parts = urlsplit(url)
-        tls = parts.scheme == "mqtts"
-        return cls(parts.hostname or "", parts.port or (8883 if tls else 1883), tls)
-
-
-def client_id(slot: int) -> str:
-    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
-    return f"edgefleet-cp-{host}-{slot}"
 
 
 class MqttBridge:

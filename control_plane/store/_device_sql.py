@@ -47,6 +47,7 @@ from control_plane.store._device_statements import (
     mark_published_statement,
     records,
     report_values,
+    state_values,
     table,
     touch_statement,
 )
@@ -58,39 +59,10 @@ from control_plane.store.records import (
     DeviceReportRecord,
     ReportsResult,
 )
-from fleetcore.errors import EdgefleetError
-from fleetcore.protocol import Installed, StatusReport, UpdateState
+from fleetcore.protocol import UpdateState
 
 #: Ids per ``IN (...)`` list; keeps statements small on every database.
 _IN_CHUNK = 500
-
-
-def _state_values(report: DeviceReportRecord) -> dict[str, Any]:
-    """The device columns a report sets when it is the newest one."""
-    try:
-        status = StatusReport.from_dict(report.report)
-    except EdgefleetError as exc:
-        raise InvalidInputError(f"report {report.seq} of {report.device_id}: {exc}") from exc
-    values: dict[str, Any] = {
-        "state": report.state,
-        "state_at": report.time,
-        "state_sequence": status.assignment_sequence,
-        "last_reason": status.reason,
-        "last_message": status.message,
-        "last_seq": report.seq,
-    }
-    releases: tuple[tuple[str, Installed | None], ...] = (
-        ("target", status.target),
-        ("current", status.active),
-        ("previous", status.previous),
-    )
-    for prefix, installed in releases:
-        values[f"{prefix}_model"] = None if installed is None else installed.model
-        values[f"{prefix}_release"] = None if installed is None else installed.release
-        values[f"{prefix}_sha256"] = None if installed is None else installed.sha256
-    if status.agent_version is not None:
-        values["agent_version"] = status.agent_version
-    return values
 
 
 def _active(session: Session, device_id: str) -> DeviceRow:
@@ -330,7 +302,7 @@ class DeviceSql(SessionScope):
             newest = max(accepted, key=lambda r: r.seq) if accepted else None
             params: dict[str, Any] = {"t_id": device_id, "t_last_seen": now}
             if newest is not None:
-                state = _state_values(newest)
+                state = state_values(newest)
                 params |= {f"t_{name}": state[name] for name in STATE_COLUMNS}
                 params |= {"t_newest": newest.seq, "t_agent_version": state.get("agent_version")}
             last_seq = session.scalar(touch_statement(newest is not None), params)

@@ -25,8 +25,39 @@ from sqlalchemy.engine import Row
 from sqlalchemy.sql.dml import Insert, ReturningInsert, ReturningUpdate, Update
 
 from control_plane.db.tables import DeviceAssignmentRow, DeviceReportRow, DeviceRow
+from control_plane.errors import InvalidInputError
 from control_plane.store._rows import R
 from control_plane.store.records import DeviceReportRecord
+from fleetcore.errors import EdgefleetError
+from fleetcore.protocol import Installed, StatusReport
+
+
+def state_values(report: DeviceReportRecord) -> dict[str, Any]:
+    """The device columns a report sets when it is the newest one."""
+    try:
+        status = StatusReport.from_dict(report.report)
+    except EdgefleetError as exc:
+        raise InvalidInputError(f"report {report.seq} of {report.device_id}: {exc}") from exc
+    values: dict[str, Any] = {
+        "state": report.state,
+        "state_at": report.time,
+        "state_sequence": status.assignment_sequence,
+        "last_reason": status.reason,
+        "last_message": status.message,
+        "last_seq": report.seq,
+    }
+    releases: tuple[tuple[str, Installed | None], ...] = (
+        ("target", status.target),
+        ("current", status.active),
+        ("previous", status.previous),
+    )
+    for prefix, installed in releases:
+        values[f"{prefix}_model"] = None if installed is None else installed.model
+        values[f"{prefix}_release"] = None if installed is None else installed.release
+        values[f"{prefix}_sha256"] = None if installed is None else installed.sha256
+    if status.agent_version is not None:
+        values["agent_version"] = status.agent_version
+    return values
 
 
 def report_values(report: DeviceReportRecord) -> dict[str, Any]:
@@ -42,7 +73,7 @@ def report_values(report: DeviceReportRecord) -> dict[str, Any]:
     }
 
 
-#: Device columns the newest report sets (``_device_sql._state_values``; ``agent_version`` aside).
+#: Device columns the newest report sets (:func:`state_values`; ``agent_version`` aside).
 STATE_COLUMNS = (
     "state",
     "state_at",
@@ -191,6 +222,7 @@ __all__ = [
     "mark_published_statement",
     "records",
     "report_values",
+    "state_values",
     "table",
     "touch_statement",
 ]
