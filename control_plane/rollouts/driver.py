@@ -223,6 +223,11 @@ class RolloutDriver:
                     now=now,
                     reason=reason,
                 )
+                if status is not TargetStatus.COMMITTED:
+                    log.warning("rollout %s: device %s %s (%s; device state %s, sequence %s/%s)",
+                                record.name, progress.target.device_id, status.value, reason,
+                                progress.state, progress.state_sequence,
+                                progress.target.sequence)  # fmt: skip
         if retries:
             self._assign_targets(record, [p.target for p, _ in retries], now, retry=True)
 
