@@ -64,7 +64,9 @@ class Fleet:
     def act(self, fail: frozenset[str] = frozenset()) -> int:
         """Each device with a new assignment commits it (or fails it); return how many acted."""
         acted = 0
-        for device in self.devices:
+        # Failing devices report last, so a wave's successes are stored before its failure
+        # can fail the gate early (and revert the wave before the others have reported).
+        for device in sorted(self.devices, key=lambda d: d.id in fail):
             with self.server.admin as client:
                 found = client.get(f"/v1/devices/{device.id}").json()
             assignment = found["assignment"]
