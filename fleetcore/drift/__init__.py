@@ -30,6 +30,17 @@ fields are kept, so newer writers' additions survive older readers.
 """
 
 from fleetcore.drift.build import build_reference
+from fleetcore.drift.detect import (
+    DetectionPolicy,
+    FeatureResult,
+    OutputResult,
+    benjamini_hochberg,
+    persistent,
+    test_features,
+    test_outputs,
+)
+from fleetcore.drift.encoding import MAX_SUMMARY_BYTES, decode, decode_key, encode
+from fleetcore.drift.estimate import AccuracyEstimate, estimate_accuracy
 from fleetcore.drift.reference import (
     FORMAT,
     AccuracyTable,
@@ -37,6 +48,13 @@ from fleetcore.drift.reference import (
     FeatureReference,
     Histogram,
     OutputReference,
+)
+from fleetcore.drift.summary import (
+    DriftAccumulator,
+    DriftCounts,
+    DriftSummary,
+    WindowKey,
+    merge_all,
 )
 from fleetcore.stats import (
     FEATURE_BINS,
@@ -59,18 +77,36 @@ __all__ = [
     "FEATURE_EDGES",
     "FORMAT",
     "HISTOGRAMS",
+    "MAX_SUMMARY_BYTES",
     "OUTPUT_BINS",
+    "AccuracyEstimate",
     "AccuracyTable",
+    "DetectionPolicy",
+    "DriftAccumulator",
+    "DriftCounts",
     "DriftReference",
+    "DriftSummary",
     "FeatureReference",
+    "FeatureResult",
     "Histogram",
     "OutputReference",
+    "OutputResult",
+    "WindowKey",
+    "benjamini_hochberg",
     "bin_counts",
     "bin_counts_matrix",
     "build_reference",
+    "decode",
+    "decode_key",
+    "encode",
+    "estimate_accuracy",
     "histogram",
+    "merge_all",
     "output_histograms",
     "output_ranges",
     "output_statistics",
+    "persistent",
     "quantile_edges",
+    "test_features",
+    "test_outputs",
 ]
