@@ -40,6 +40,15 @@ Example::
     [outbox]
     max_reports = 1000
     resend_s = 300                # send the newest report again after this long (0: never)
+
+    [drift]
+    enabled = true
+    window_s = 60                 # clock-aligned summary windows
+    capture_enabled = false       # reservoir sample of inputs, uploaded per window
+
+    [telemetry]
+    enabled = true
+    window_s = 60                 # clock-aligned, like the drift windows
 """
 
 from __future__ import annotations
@@ -126,6 +135,40 @@ class OutboxConfig:
 
 
 @dataclass(frozen=True)
+class DriftConfig:
+    """The drift probe, its queue and the optional input capture (:mod:`agent.probe`)."""
+
+    enabled: bool = True
+    #: Window length; windows start at multiples of it (unix seconds), 1..86400.
+    window_s: int = 60
+    #: Queued summaries kept while offline (oldest dropped first, counted).
+    max_queued: int = 2000
+    max_queued_bytes: int = 32 * 1024 * 1024
+    #: The signed length of a drift reference is also capped here.
+    max_reference_bytes: int = 16 * 1024 * 1024
+    #: Recent inference request ids kept for POST /v1/feedback.
+    feedback_requests: int = 10000
+    capture_enabled: bool = False
+    #: Probability that an inferred row is offered to the window's reservoir.
+    capture_rate: float = 0.01
+    capture_max_rows: int = 1000
+    capture_max_bytes: int = 1024 * 1024
+    #: A window's sample is uploaded this long after the window ends, so
+    #: feedback that arrives late still fills its labels.
+    capture_label_grace_s: float = 60.0
+    max_queued_captures: int = 16
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """Health telemetry per clock-aligned window (:mod:`agent.telemetry`)."""
+
+    enabled: bool = True
+    window_s: int = 60
+    max_queued: int = 2000
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     server: str = ""
     data_dir: Path = DEFAULT_DATA_DIR
@@ -139,6 +182,8 @@ class AgentConfig:
     serving: ServingConfig = field(default_factory=ServingConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -148,6 +193,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "serving": ServingConfig,
     "update": UpdateConfig,
     "outbox": OutboxConfig,
+    "drift": DriftConfig,
+    "telemetry": TelemetryConfig,
 }
 _TOP = ("server", "data_dir", "transport", "tls_ca_path", "log_level")
 
@@ -236,6 +283,28 @@ def validate(config: AgentConfig) -> None:
         raise ConfigError("update.probation_check_s and outbox.max_reports must be positive")
     if config.outbox.resend_s < 0:
         raise ConfigError("outbox.resend_s must be 0 (off) or positive")
+    _validate_windows(config.drift, config.telemetry)
+
+
+def _validate_windows(drift: DriftConfig, telemetry: TelemetryConfig) -> None:
+    for name, window in (("drift", drift.window_s), ("telemetry", telemetry.window_s)):
+        if not 1 <= window <= 86400:
+            raise ConfigError(f"{name}.window_s must be between 1 and 86400")
+    if not 0.0 <= drift.capture_rate <= 1.0:
+        raise ConfigError("drift.capture_rate must be between 0 and 1")
+    positive = {
+        "drift.max_queued": drift.max_queued,
+        "drift.max_queued_bytes": drift.max_queued_bytes,
+        "drift.max_reference_bytes": drift.max_reference_bytes,
+        "drift.feedback_requests": drift.feedback_requests,
+        "drift.capture_max_rows": drift.capture_max_rows,
+        "drift.capture_max_bytes": drift.capture_max_bytes,
+        "drift.max_queued_captures": drift.max_queued_captures,
+        "telemetry.max_queued": telemetry.max_queued,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be at least 1")
 
 
 def load_config(path: Path) -> AgentConfig:
@@ -302,11 +371,13 @@ __all__ = [
     "DEFAULT_DATA_DIR",
     "TRANSPORTS",
     "AgentConfig",
+    "DriftConfig",
     "HttpConfig",
     "LocalApiConfig",
     "MqttConfig",
     "OutboxConfig",
     "ServingConfig",
+    "TelemetryConfig",
     "UpdateConfig",
     "dump_config",
     "load_config",

@@ -13,13 +13,16 @@ does not restart), takes the data directory's lock, and builds:
   then handles desired states one at a time;
 * the transport chosen by ``transport`` (auto, mqtt, http) and the
   :class:`~agent.link.Link` threads that feed the updater and drain the
-  outbox.
+  outbox and the drift, telemetry and capture queues;
+* the drift probe, telemetry reporter, input capture and request log, and the
+  window timer that closes their windows (:mod:`agent._observers`).
 
 Then it tells systemd ``READY=1`` and pings the watchdog at half its interval
 while the worker thread is alive (a dead worker stops the pings, so systemd
 restarts the agent). SIGTERM and SIGINT stop it cleanly: the worker records a
-clean stop (the next start is not counted as a crash), queued reports get a
-moment to leave, presence goes offline, the local API and the host stop.
+clean stop (the next start is not counted as a crash), the windows in
+progress are closed and queued, queued reports get a moment to leave,
+presence goes offline, the local API and the host stop.
 SIGXFSZ is ignored so a file-size limit surfaces as EFBIG, which the updater
 handles like a full disk.
 """
@@ -34,6 +37,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, Protocol
 
+from agent._observers import build_observers
 from agent.api import ControlPlane
 from agent.config import AgentConfig
 from agent.download import DownloadConfig, Downloader
@@ -50,6 +54,7 @@ from agent.transport.mqtt import MqttTransport
 from agent.trustgate import TrustGate, check_pinned_root
 from agent.updater import Updater
 from fleetcore.errors import EdgefleetError
+from fleetcore.metadata import ReleaseManifest
 
 log = logging.getLogger("agent")
 #: sysexits EX_CONFIG: not enrolled or misconfigured; systemd does not restart.
@@ -111,7 +116,9 @@ def _host(config: AgentConfig) -> tuple[Host, Any]:
     return serving, serving.model_host
 
 
-def _local_api(config: AgentConfig, model_host: Any, status: Callable[[], dict[str, Any]]) -> Any:
+def _local_api(
+    config: AgentConfig, model_host: Any, status: Callable[[], dict[str, Any]], requests: Any
+) -> Any:
     if model_host is None or not config.local_api.listen:
         return None
     try:
@@ -119,7 +126,7 @@ def _local_api(config: AgentConfig, model_host: Any, status: Callable[[], dict[s
     except ImportError as exc:
         log.warning("local API unavailable: %s", exc)
         return None
-    return LocalApi(model_host, config.local_api.listen, status)
+    return LocalApi(model_host, config.local_api.listen, status, requests=requests)
 
 
 class Agent:
@@ -159,6 +166,17 @@ class Agent:
             threads=config.serving.threads,
         )
         self.transport = build_transport(config, identity, self.api)
+        self.halt = threading.Event()  # ends reference downloads at shutdown
+        self.observers = build_observers(
+            config,
+            device=identity.device_id,
+            db=self.db,
+            client=self.api.client,
+            model_host=model_host,
+            manifests=self._manifests,
+            halt=self.halt,
+        )
+        uploads = HttpTransport(self.api, wait_s=config.http.wait_s)
         self.link = Link(
             self.transport,
             self.outbox,
@@ -167,13 +185,22 @@ class Agent:
             receive_timeout_s=float(config.http.wait_s),
             retry_max_s=config.http.retry_max_s,
             resend_s=config.outbox.resend_s,
+            channels=self.observers.channels,
+            upload_capture=uploads.upload_capture,
         )
-        self.local_api: _Service | None = _local_api(config, model_host, self.local_status)
+        self.local_api: _Service | None = _local_api(
+            config, model_host, self.local_status, self.observers.requests
+        )
         self.stopping = threading.Event()
         self.worker = threading.Thread(target=self.updater.run, name="updater", daemon=True)
 
     def _wait(self, seconds: float) -> bool:
         return self.updater.mailbox.sleep(seconds)
+
+    def _manifests(self) -> list[ReleaseManifest]:
+        """Verified manifests the drift probe may take a drift reference from."""
+        update = self.updater.journal.update
+        return [] if update is None else [update.parsed_manifest()]
 
     def local_status(self) -> dict[str, Any]:
         journal = self.updater.journal
@@ -186,6 +213,7 @@ class Agent:
     def start(self) -> None:
         self.worker.start()
         self.link.start()
+        self.observers.start()
         if self.local_api is not None:
             try:
                 self.local_api.start()
@@ -212,6 +240,8 @@ class Agent:
         log.info("stopping")
         self.updater.stop()
         self.worker.join(timeout=30)
+        self.halt.set()
+        self.observers.stop()
         self.link.stop()
         if self.local_api is not None:
             self.local_api.stop()

@@ -18,25 +18,41 @@ subscription's queued share) until that replica returns. So the sender sends
 the newest confirmed report again after ``resend_s`` without a new one. It
 keeps its ``seq``, so the control plane stores it once whichever copy arrives
 first, and a rollout waiting for this device's outcome gets it.
+
+After the status reports, the sender drains the other channels of the
+:class:`~agent._channel_outbox.ChannelOutbox` the same way, oldest first:
+drift summaries and telemetry through :meth:`Transport.publish`, input
+captures through ``upload_capture`` (always HTTP). Status reports go first,
+so a backlog of summaries never delays an update's outcome. A payload the
+control plane refuses outright (an HTTP 4xx other than 401, 403, 408, 429:
+it will never be accepted) is dropped with a warning instead of blocking its
+channel forever; 409 means it is already stored.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from agent.errors import AgentError, AuthError, TransportError
+from agent._channel_outbox import ChannelItem, ChannelOutbox
+from agent.errors import AgentError, AuthError, ConflictError, ServerError, TransportError
 from agent.outbox import Outbox
 from agent.statedb import StateDB
 from agent.transport import Transport
+from fleetcore.protocol import Channel
 
 log = logging.getLogger(__name__)
 BATCH = 100
 #: How long the sender sleeps when the outbox is empty (it wakes on enqueue).
 IDLE_S = 5.0
 LINK_KEY = "link"
+#: Channels published through the transport, in the order they are drained.
+PUBLISHED = (Channel.TELEMETRY, Channel.DRIFT)
+CAPTURE = "capture"
+CaptureUpload = Callable[[bytes, Mapping[str, str]], None]
 
 
 class Link:
@@ -50,8 +66,13 @@ class Link:
         receive_timeout_s: float = 30.0,
         retry_max_s: float = 60.0,
         resend_s: float = 300.0,
+        channels: ChannelOutbox | None = None,
+        upload_capture: CaptureUpload | None = None,
     ) -> None:
         self.transport, self.outbox, self.on_desired = transport, outbox, on_desired
+        self.channels, self.upload_capture = channels, upload_capture
+        if channels is not None:
+            channels.wakeup = outbox.wakeup  # one event wakes the one sender
         self.db = db
         self.receive_timeout_s, self.retry_max_s = receive_timeout_s, retry_max_s
         self.resend_s = resend_s
@@ -71,7 +92,7 @@ class Link:
     def stop(self, flush_timeout_s: float = 2.0) -> None:
         """Stop both threads; give queued reports a moment to leave first."""
         deadline = time.monotonic() + flush_timeout_s
-        while self.outbox.stats().depth and time.monotonic() < deadline:
+        while self._queued() and time.monotonic() < deadline:
             self.outbox.wakeup.set()
             time.sleep(0.05)
         self._stop.set()
@@ -79,6 +100,10 @@ class Link:
         self.transport.close()
         for thread in self._threads:
             thread.join(timeout=5)
+
+    def _queued(self) -> int:
+        extra = 0 if self.channels is None else self.channels.depth()
+        return self.outbox.stats().depth + extra
 
     def _note_current(self) -> None:
         current = self.transport.current
@@ -123,7 +148,9 @@ class Link:
             self.outbox.wakeup.wait(IDLE_S)
             self.outbox.wakeup.clear()
             try:
-                delay = 1.0 if self.flush() or self.resend_due() else delay
+                sent = self.flush()
+                sent = self.flush_channels() or sent
+                delay = 1.0 if sent or self.resend_due() else delay
             except AgentError as exc:
                 self._note_current()
                 delay = self._backoff(delay, exc)
@@ -147,6 +174,51 @@ class Link:
             sent = sent or confirmed > 0
             if confirmed < len(items):
                 raise TransportError(f"{len(items) - confirmed} report(s) not confirmed yet")
+        return sent
+
+    def flush_channels(self) -> bool:
+        """Send queued drift, telemetry and capture payloads; True if any were confirmed."""
+        channels = self.channels
+        if channels is None:
+            return False
+        sent = False
+        for channel in PUBLISHED:
+            sent = self._drain(channel.value, functools.partial(self._publish, channel)) or sent
+        if self.upload_capture is not None:
+            sent = self._drain(CAPTURE, self._upload) or sent
+        return sent
+
+    def _publish(self, channel: Channel, items: list[ChannelItem]) -> int:
+        return self.transport.publish(channel, [item.body for item in items])
+
+    def _upload(self, items: list[ChannelItem]) -> int:
+        assert self.upload_capture is not None
+        self.upload_capture(items[0].body, items[0].meta)
+        return 1
+
+    def _drain(self, channel: str, send: Callable[[list[ChannelItem]], int]) -> bool:
+        assert self.channels is not None
+        sent, isolate = False, channel == CAPTURE
+        while not self._stop.is_set():
+            items = self.channels.peek(channel, 1 if isolate else BATCH)
+            if not items:
+                return sent
+            try:
+                confirmed = send(items)
+            except ServerError as exc:
+                if isinstance(exc, AuthError) or exc.status in (408, 429):
+                    raise
+                if len(items) > 1:  # find the refused one: send one at a time
+                    isolate = True
+                    continue
+                # Refused for good (or, 409, already stored): keeping it would block the rest.
+                if not isinstance(exc, ConflictError):
+                    log.warning("link: the control plane refused a %s payload: %s", channel, exc)
+                confirmed = 1
+            self.channels.ack(item.id for item in items[:confirmed])
+            sent = sent or confirmed > 0
+            if confirmed < len(items):
+                raise TransportError(f"{len(items) - confirmed} {channel} payload(s) not confirmed")
         return sent
 
     def resend_due(self) -> bool:

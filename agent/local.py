@@ -32,6 +32,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,13 @@ def _serving(info: ModelInfo | None) -> tuple[str, int] | None:
     return None if info is None else (info.sha256, info.release)
 
 
+@dataclass(frozen=True)
+class Prediction:
+    outputs: dict[str, Array]
+    request_id: str | None  # None when the agent runs without feedback ([drift] off)
+    model: dict[str, Any]
+
+
 class Client:
     """Client of the local inference API at ``http://HOST:PORT`` or ``unix:/path``."""
 
@@ -176,12 +184,29 @@ class Client:
 
     def infer(self, inputs: Mapping[str, npt.ArrayLike] | npt.ArrayLike) -> dict[str, Array]:
         """Run a batch: ``{name: array}``, or one array for a single-input model."""
+        return self.predict(inputs).outputs
+
+    def predict(self, inputs: Mapping[str, npt.ArrayLike] | npt.ArrayLike) -> Prediction:
+        """Like :meth:`infer`, with the answer's request id (for :meth:`feedback`) and model."""
         if isinstance(inputs, Mapping):
             body: Any = {name: np.asarray(value).tolist() for name, value in inputs.items()}
         else:
             body = np.asarray(inputs).tolist()
         doc = self._request("POST", "/v1/infer", json={"inputs": body}).json()
-        return outputs_from_json(doc["outputs"], self._output_specs(str(doc["model"]["sha256"])))
+        outputs = outputs_from_json(doc["outputs"], self._output_specs(str(doc["model"]["sha256"])))
+        request_id = doc.get("request_id")
+        return Prediction(
+            outputs, None if request_id is None else str(request_id), dict(doc["model"])
+        )
+
+    def feedback(self, request_id: str, label: int | str | list[int | str]) -> dict[str, Any]:
+        """Tell the agent the true class of a prediction (one label per row of a batch).
+
+        Raises ApiError: 404 unknown or expired id, 409 already given, 422 bad label.
+        """
+        body = {"request_id": request_id, "label": label}
+        answer: dict[str, Any] = self._request("POST", "/v1/feedback", json=body).json()
+        return answer
 
     def infer_npy(self, array: npt.ArrayLike) -> Array:
         """Run one array through a single-input model as ``.npy``; returns the first output."""
@@ -236,4 +261,4 @@ class Client:
         self.close()
 
 
-__all__ = ["DEFAULT_DATA_DIR", "Client", "LocalModel"]
+__all__ = ["DEFAULT_DATA_DIR", "Client", "LocalModel", "Prediction"]

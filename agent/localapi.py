@@ -11,12 +11,21 @@ its identity goes into the answer, so a hot swap never fails a request.
 Routes::
 
     POST /v1/infer    {"inputs": {"name": [[...]]}} or {"inputs": [[...]]}
-                      -> {"outputs": {"name": [[...]]}, "model": {...}}
+                      -> {"outputs": {"name": [[...]]}, "model": {...},
+                          "request_id": "..."}
                       or a raw .npy body (Content-Type: application/x-npy,
                       single-input models); the answer is the first output as
                       .npy when the request says Accept: application/x-npy
+                      (the request id then in the X-Request-Id header)
+    POST /v1/feedback {"request_id": "...", "label": 2 | "class" | [...]}
+                      -> {"rows", "correct", "counted", "captured"};
+                      404 unknown or expired id, 409 already given, 422 bad label
     GET  /v1/model    the ModelInfo, with input and output specs
     GET  /v1/health   200 with a model, 503 without; status() merged in
+
+Every successful inference is handed to the request log
+(:class:`agent.feedback.RequestLog`: drift probe, capture, request ids) when
+one is configured; a failure there is logged and never fails the inference.
 
 Errors are ``{"error": {"code", "message"}}``: 400 bad input, 404 unknown
 route, 405 wrong method, 411 no Content-Length, 413 body over the cap, 500 a
@@ -49,7 +58,8 @@ from pathlib import Path
 from typing import Any
 
 from agent._localwire import NPY, feeds_from_json, npy_array, npy_bytes, outputs_to_json
-from agent.serving import ModelHost
+from agent.feedback import FeedbackError, RequestLog
+from agent.serving import ModelHost, ModelInfo
 from agent.serving_errors import InputError, ServingError
 from fleetcore.errors import RuntimeLoadError
 
@@ -95,6 +105,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "edgefleet-agent"
     timeout = IDLE_TIMEOUT_S
     api: LocalApi  # set on the per-server subclass
+    extra_headers: str = ""  # set by a route for its answer only
 
     def _any_method(self) -> None:
         self._dispatch(self.command)
@@ -103,6 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         api = self.api
+        self.extra_headers = ""
         route = _ROUTES.get(self.path.partition("?")[0])
         ctype = "application/json"
         try:
@@ -112,6 +124,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _HttpError(405, "method_not_allowed", f"use {route[0]} on this route")
             status, body, ctype = route[1](api, self)
         except _HttpError as exc:
+            status, body = exc.status, _error_body(exc.code, exc.message)
+        except FeedbackError as exc:
             status, body = exc.status, _error_body(exc.code, exc.message)
         except ServingError as exc:
             status, body = exc.http_status, _error_body(exc.code, exc.message)
@@ -154,6 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
         head = (
             f"HTTP/1.1 {status} {phrase}\r\nServer: {self.server_version}\r\n"
             f"Date: {_http_date()}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+            f"{self.extra_headers}"
         )
         if self.close_connection:
             head += "Connection: close\r\n"
@@ -198,10 +213,41 @@ def _infer(api: LocalApi, request: _Handler) -> tuple[int, bytes, str]:
     else:
         feeds = feeds_from_json(body, model.info.inputs)
     outputs = model.infer(feeds)
+    request_id = _observe(api.requests, model.info, feeds, outputs)
     if NPY in request.headers.get("Accept", ""):
+        if request_id is not None:
+            request.extra_headers = f"X-Request-Id: {request_id}\r\n"
         return 200, npy_bytes(outputs[model.info.outputs[0].name]), NPY
-    answer = {"outputs": outputs_to_json(outputs), "model": model.info.identity()}
+    answer: dict[str, Any] = {"outputs": outputs_to_json(outputs), "model": model.info.identity()}
+    if request_id is not None:
+        answer["request_id"] = request_id
     return 200, json.dumps(answer).encode(), "application/json"
+
+
+def _observe(
+    requests: RequestLog | None, info: ModelInfo, feeds: dict[str, Any], outputs: dict[str, Any]
+) -> str | None:
+    if requests is None:
+        return None
+    try:
+        return requests.observe(info, feeds, outputs)
+    except Exception:  # the probe must never fail an inference that succeeded
+        log.exception("local API: the request log failed; the answer goes without a request id")
+        return None
+
+
+def _feedback(api: LocalApi, request: _Handler) -> tuple[int, bytes, str]:
+    body = request.read_body()
+    if api.requests is None:
+        raise _HttpError(404, "feedback_off", "feedback is off ([drift] enabled = false)")
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise _HttpError(400, "bad_request", "the body is not valid JSON") from exc
+    if not isinstance(doc, dict) or "request_id" not in doc or "label" not in doc:
+        raise _HttpError(422, "bad_request", 'the body must be {"request_id": ..., "label": ...}')
+    result = api.requests.feedback(doc["request_id"], doc["label"])
+    return 200, json.dumps(result.to_dict()).encode(), "application/json"
 
 
 def _model(api: LocalApi, request: _Handler) -> tuple[int, bytes, str]:
@@ -224,6 +270,7 @@ def _health(api: LocalApi, request: _Handler) -> tuple[int, bytes, str]:
 
 _ROUTES: dict[str, tuple[str, Callable[[LocalApi, _Handler], tuple[int, bytes, str]]]] = {
     "/v1/infer": ("POST", _infer),
+    "/v1/feedback": ("POST", _feedback),
     "/v1/model": ("GET", _model),
     "/v1/health": ("GET", _health),
 }
@@ -294,9 +341,11 @@ class LocalApi:
         allow_remote: bool = False,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         socket_mode: int = 0o660,
+        requests: RequestLog | None = None,
     ) -> None:
         self.host = host
         self.status = status
+        self.requests = requests
         self.max_body_bytes = max_body_bytes
         self._where = parse_listen(listen, allow_remote=allow_remote)
         self._mode = socket_mode

@@ -47,16 +47,13 @@ import numpy.typing as npt
 from agent.serving_errors import InputError, NoModelError
 from fleetcore.errors import RuntimeLoadError
 from fleetcore.runtimes import ModelRuntime, load_model
+from fleetcore.telemetry import LATENCY_BUCKET_BOUNDS_NS
 from fleetcore.tensors import TensorSpec
 
 Array = npt.NDArray[Any]
 _NDARRAY = np.ndarray
 _bucket = bisect.bisect_left
 _now = time.perf_counter_ns
-
-#: Upper bounds (ns) of the latency buckets: 1 µs * 2**(k/4), k = 0..104 (~67 s).
-#: Bucket i counts latencies in (BOUNDS[i-1], BOUNDS[i]]; one more bucket holds the rest.
-LATENCY_BUCKET_BOUNDS_NS: tuple[int, ...] = tuple(round(1000 * 2 ** (k / 4)) for k in range(105))
 
 
 @dataclass(frozen=True)

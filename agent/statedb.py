@@ -1,11 +1,15 @@
-"""The agent's durable state: one SQLite database for the journal and the outbox.
+"""The agent's durable state: one SQLite database for the journal and the outboxes.
 
-Theory of operation. ``data_dir/state/agent.db`` holds two tables: ``meta``
+Theory of operation. ``data_dir/state/agent.db`` holds three tables: ``meta``
 (key → JSON: the update journal with the trust state, the report sequence
-counter, the drop counter, the link status) and ``outbox`` (reports waiting
-for the transport). Keeping both in one database lets the updater move to a
-new state, remember the trust decision that allowed it, and queue the status
-report announcing it in *one* transaction: after ``kill -9`` or a power cut
+counters, the drop counters, the link status), ``outbox`` (status reports
+waiting for the transport) and ``channel_outbox`` (drift summaries, telemetry
+and input captures waiting for it; see :mod:`agent._channel_outbox`). The
+third table was added without a schema version change: ``CREATE TABLE IF NOT
+EXISTS`` adds it to an older database, and an older agent ignores it.
+Keeping the journal and the status outbox in one database lets the updater
+move to a new state, remember the trust decision that allowed it, and queue
+the status report announcing it in *one* transaction: after ``kill -9`` or a power cut
 either all three happened or none did, so a report is never lost or sent for a
 state the device never reached, and an accepted assignment sequence is never
 recorded without the update it started.
@@ -51,6 +55,15 @@ CREATE TABLE IF NOT EXISTS outbox (
     body BLOB NOT NULL,
     queued_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS channel_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    meta TEXT NOT NULL,
+    queued_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS channel_outbox_order ON channel_outbox (channel, id);
 """
 
 

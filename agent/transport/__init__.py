@@ -5,7 +5,9 @@ Theory of operation. A :class:`Transport` has two duties and no opinions:
 bytes; the updater verifies them) or None after at most about ``timeout_s``,
 and :meth:`~Transport.send` delivers reports in order and returns how many of
 them the other side *confirmed* (MQTT PUBACK at QoS 1, HTTP 200), so the
-outbox removes exactly those. Both raise
+outbox removes exactly those. :meth:`~Transport.publish` does the same for
+the other device channels: drift summaries (one binary payload each) and
+telemetry reports (canonical JSON each), confirmed the same way. Both raise
 :class:`~agent.errors.TransportError` when the link is down; the caller backs
 off and tries again. ``current`` names the path in use (``mqtt``, ``http``,
 or ``none`` while nothing is connected).
@@ -39,6 +41,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from agent.errors import TransportError
+from fleetcore.protocol import Channel
 
 
 class Transport(Protocol):
@@ -54,6 +57,10 @@ class Transport(Protocol):
     def receive(self, timeout_s: float) -> bytes | None: ...
 
     def send(self, reports: Sequence[bytes]) -> int: ...
+
+    def publish(self, channel: Channel, payloads: Sequence[bytes]) -> int:
+        """Deliver ``payloads`` on ``channel`` (drift or telemetry); how many were confirmed."""
+        ...
 
 
 class BrokerLink(Transport, Protocol):
@@ -115,6 +122,12 @@ class AutoTransport:
         if route is None:
             raise TransportError("waiting for the broker connection")
         return route.send(reports)
+
+    def publish(self, channel: Channel, payloads: Sequence[bytes]) -> int:
+        route = self._route()
+        if route is None:
+            raise TransportError("waiting for the broker connection")
+        return route.publish(channel, payloads)
 
 
 __all__ = ["AutoTransport", "BrokerLink", "Transport"]

@@ -22,7 +22,8 @@ attempt uses 3.1.1, without waiting. The first version that connects is kept
 for the life of the process.
 
 :meth:`send` publishes each report at QoS 1 on ``status`` and waits for its
-PUBACK; it returns how many were confirmed, in order. On shutdown the agent
+PUBACK; it returns how many were confirmed, in order. :meth:`publish` does
+the same on ``drift`` (one encoded summary per message) and ``telemetry``. On shutdown the agent
 publishes presence offline itself and disconnects cleanly (a clean
 disconnect does not trigger the will).
 """
@@ -170,12 +171,20 @@ class MqttTransport:
             return None
 
     def send(self, reports: Sequence[bytes]) -> int:
+        return self._publish_all(self.status_topic, reports, "report")
+
+    def publish(self, channel: Channel, payloads: Sequence[bytes]) -> int:
+        if channel not in (Channel.DRIFT, Channel.TELEMETRY):
+            raise ValueError(f"the agent does not publish on {channel.value}")
+        return self._publish_all(topic(self.device_id, channel), payloads, channel.value)
+
+    def _publish_all(self, where: str, bodies: Sequence[bytes], what: str) -> int:
         client = self._client
         if client is None or not self.connected:
             raise TransportError("not connected to the broker")
         confirmed = 0
-        for body in reports:
-            info = client.publish(self.status_topic, body, qos=1)
+        for body in bodies:
+            info = client.publish(where, body, qos=1)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 break
             try:
@@ -185,8 +194,8 @@ class MqttTransport:
             if not info.is_published():
                 break
             confirmed += 1
-        if confirmed == 0 and reports:
-            raise TransportError("the broker did not acknowledge the report")
+        if confirmed == 0 and bodies:
+            raise TransportError(f"the broker did not acknowledge the {what}")
         return confirmed
 
     # -- connection supervisor ------------------------------------------------------------

@@ -27,6 +27,7 @@ _ARTIFACT = re.compile(r"/v1/artifacts/([0-9a-f]{64})")
 _ROOT = re.compile(r"/v1/metadata/root/(\d+)")
 _DESIRED = re.compile(r"/v1/devices/([a-z0-9_-]+)/desired")
 _REPORTS = re.compile(r"/v1/devices/([a-z0-9_-]+)/reports")
+_CHANNEL = re.compile(r"/v1/devices/([a-z0-9_-]+)/(drift|telemetry|captures)")
 
 
 @dataclass
@@ -54,6 +55,11 @@ class FakeState:
     enroll_answer: dict[str, Any] | None = None
     enrollments: list[dict[str, Any]] = field(default_factory=list)
     report_status: int = 200
+    #: drift: encoded summaries; telemetry: report dicts; captures: (query, body)
+    channels: dict[str, list[Any]] = field(
+        default_factory=lambda: {"drift": [], "telemetry": [], "captures": []}
+    )
+    channel_status: int = 200
     changed: threading.Condition = field(default_factory=threading.Condition)
 
 
@@ -114,8 +120,26 @@ class _Handler(BaseHTTPRequestHandler):
             self.state.reports.extend(reports)
             last = max((r["seq"] for r in self.state.reports), default=0)
             self._json(200, {"accepted": len(reports), "duplicates": 0, "last_seq": last})
+        elif m := _CHANNEL.fullmatch(url.path):
+            self._channel(m.group(2), url.query, body)
         else:
             self._send(404)
+
+    def _channel(self, name: str, query: str, body: bytes) -> None:
+        if not self._authorized(self.state.device_token):
+            self._send(401)
+            return
+        if self.state.channel_status != 200:
+            self._send(self.state.channel_status)
+            return
+        if name == "drift":
+            self.state.channels[name].append(body)
+        elif name == "telemetry":
+            self.state.channels[name].extend(json.loads(body)["reports"])
+        else:
+            params = {k: v[0] for k, v in parse_qs(query).items()}
+            self.state.channels[name].append((params, body))
+        self._json(200, {"accepted": 1})
 
     def _desired(self, query: str) -> None:
         if not self._authorized(self.state.device_token):
