@@ -8,7 +8,10 @@ whole, so the device learns of it. Over MQTT the bridge hands over batches of
 raw messages; each malformed one (bad JSON, unknown fields' types, a report
 naming another device than its topic) is counted against the topic's device,
 logged with its topic and the reason, never its payload, and dropped, while
-the rest of the batch is stored in one transaction.
+the rest of the batch is stored in one transaction. Telemetry and drift
+messages of the same batch are handed to :attr:`ReportIngest.telemetry`
+(:class:`~control_plane.telemetry.ingest.TelemetryIngest`), which stores them
+the same way after the reports.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from control_plane.errors import InvalidInputError, NotFoundError, StateError
 from control_plane.store import DeviceReportRecord, ReportsResult, Store
@@ -26,9 +30,13 @@ from fleetcore import canonical
 from fleetcore.errors import EdgefleetError, ProtocolError
 from fleetcore.protocol import MAX_REPORT_BYTES, Channel, Presence, StatusReport, parse_topic
 
+if TYPE_CHECKING:
+    from control_plane.telemetry.ingest import TelemetryIngest
+
 log = logging.getLogger("edgefleet.ingest")
 #: Reports per HTTP batch.
 MAX_HTTP_REPORTS = 500
+_WINDOWS = (Channel.TELEMETRY, Channel.DRIFT)
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,8 @@ class ReportIngest:
         self.store = store
         self.clock = clock
         self.stats = IngestStats()
+        #: Where telemetry and drift messages go; without it they are ignored.
+        self.telemetry: TelemetryIngest | None = None
 
     def http(self, device_id: str, body: bytes) -> ReportsResult:
         """``{"reports": [StatusReport, ...]}`` posted by ``device_id`` itself."""
@@ -113,6 +123,7 @@ class ReportIngest:
         reports: dict[str, list[DeviceReportRecord]] = {}
         presence: dict[str, tuple[bool, bool]] = {}  # device: (online, retained)
         malformed: Counter[str] = Counter()
+        windows: list[tuple[str, str, Channel, bytes]] = []
         ignored = 0
         for message in batch:
             try:
@@ -132,12 +143,17 @@ class ReportIngest:
                     seen = Presence.decode(message.payload)
                     self._same_device(seen.device, device)
                     presence[device] = (seen.online, message.retained)
+                elif self.telemetry is not None and channel in _WINDOWS:
+                    windows.append((message.topic, device, channel, message.payload))
                 else:
-                    ignored += 1  # telemetry and drift have their own consumers
+                    ignored += 1
             except ProtocolError as exc:
                 malformed[device] += 1
                 self._drop(message.topic, exc)
-        self._store(reports, presence, malformed, now)
+        if reports or presence or malformed:
+            self._store(reports, presence, malformed, now)
+        if windows and self.telemetry is not None:
+            self.telemetry.mqtt(windows)
         self.stats.add(received=len(batch), ignored=ignored)
 
     @staticmethod

@@ -16,8 +16,9 @@ app's lifespan when ``mqtt.url`` is set. It runs three threads:
   republishes every newest assignment the broker has not acknowledged yet, and every
   :data:`STALE_S` seconds it publishes those signed more than that long ago
   (a worker or replica that stored them may have died before publishing);
-* the *ingester*, which drains a bounded queue of received messages in
-  batches into :class:`~control_plane.devices.ingest.ReportIngest` and only
+* the *ingester*, which drains a bounded queue of received messages (status,
+  presence, telemetry and drift) in batches into
+  :class:`~control_plane.devices.ingest.ReportIngest` and only
   then acknowledges them (manual acks), so a report is never lost between
   the broker and the database; a full queue makes paho stop reading, which
   pushes back to the broker.
@@ -138,6 +139,11 @@ class MqttBridge:
         if self.slot is not None:
             self.slot.release()
 
+    @property
+    def queue_depth(self) -> int:
+        """Received messages waiting to be stored (approximate)."""
+        return self._inbox.qsize()
+
     def publish_latest(self, device_id: str) -> None:
         """Publish the device's newest desired state (soon, from the publisher thread)."""
         self._outbox.put(("latest", device_id, 0))
@@ -198,7 +204,7 @@ class MqttBridge:
         self.connected.set()
         if self.consumer:
             group = self.settings.shared_group if self.protocol == 5 else ""
-            channels = (Channel.STATUS, Channel.PRESENCE)
+            channels = (Channel.STATUS, Channel.PRESENCE, Channel.TELEMETRY, Channel.DRIFT)
             client.subscribe([(subscription(c, shared_group=group or None), 1) for c in channels])
         log.info(
             "MQTT %s connected to %s:%d%s",

@@ -1,0 +1,136 @@
+"""Parsing one telemetry report or drift summary into the record the store keeps.
+
+Every refusal is a :class:`RefusedError` carrying a short ``reason`` (a metrics
+label: ``oversize``, ``malformed``, ``spoofed``, ``future_window``, ...) and a
+one-line message that names what was wrong, never the payload itself.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from control_plane.store.telemetry_records import DriftWindowRecord, TelemetryWindowRecord
+from fleetcore import canonical
+from fleetcore.drift.encoding import MAX_SUMMARY_BYTES
+from fleetcore.drift.encoding import validate as validate_summary
+from fleetcore.errors import EdgefleetError
+from fleetcore.telemetry import (
+    MAX_TELEMETRY_BYTES,
+    MAX_WINDOW_START,
+    TelemetryReport,
+    sparse_buckets,
+)
+
+OVERSIZE = "oversize"
+MALFORMED = "malformed"
+SPOOFED = "spoofed"
+FUTURE_WINDOW = "future_window"
+UNKNOWN_DEVICE = "unknown_device"
+UNKNOWN_RELEASE = "unknown_release"
+NO_REFERENCE = "no_reference"
+WRONG_REFERENCE = "wrong_reference"
+REFUSED_BY_DATABASE = "refused_by_database"
+BAD_TOPIC = "bad_topic"
+#: Every reason a message is dropped for (the metrics' label values).
+REASONS = (
+    BAD_TOPIC,
+    OVERSIZE,
+    MALFORMED,
+    SPOOFED,
+    FUTURE_WINDOW,
+    UNKNOWN_DEVICE,
+    UNKNOWN_RELEASE,
+    NO_REFERENCE,
+    WRONG_REFERENCE,
+    REFUSED_BY_DATABASE,
+)
+
+
+class RefusedError(Exception):
+    """A message the control plane will not store, and why."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _window(start: int, length: int, now: datetime, max_future_s: float) -> datetime:
+    if start > MAX_WINDOW_START or start > now.timestamp() + max_future_s:
+        raise RefusedError(FUTURE_WINDOW, f"window starting at {start} is too far in the future")
+    return datetime.fromtimestamp(start, timezone.utc)
+
+
+def _same_device(named: str, sender: str, what: str) -> None:
+    if named != sender:
+        raise RefusedError(SPOOFED, f"the {what} names device {named}, but {sender} sent it")
+
+
+def telemetry_record(
+    report: TelemetryReport, sender: str, now: datetime, max_future_s: float
+) -> TelemetryWindowRecord:
+    _same_device(report.device, sender, "telemetry report")
+    return TelemetryWindowRecord(
+        device_id=report.device,
+        seq=report.seq,
+        time=report.time,
+        window_start=_window(report.window_start, report.window_s, now, max_future_s),
+        window_s=report.window_s,
+        model=report.model,
+        release=report.release,
+        inferences=report.inferences,
+        errors=report.errors,
+        input_errors=report.input_errors,
+        latency=canonical.encode(sparse_buckets(report.latency_buckets)).decode(),
+        cpu_percent=report.cpu_percent,
+        rss_bytes=report.rss_bytes,
+        disk_free_bytes=report.disk_free_bytes,
+        received_at=now,
+    )
+
+
+def parse_telemetry(
+    payload: bytes, sender: str, now: datetime, max_future_s: float
+) -> TelemetryWindowRecord:
+    if len(payload) > MAX_TELEMETRY_BYTES:
+        raise RefusedError(OVERSIZE, f"{len(payload)} bytes, over {MAX_TELEMETRY_BYTES}")
+    try:
+        report = TelemetryReport.decode(payload)
+    except EdgefleetError as exc:
+        raise RefusedError(MALFORMED, str(exc)) from exc
+    return telemetry_record(report, sender, now, max_future_s)
+
+
+def parse_drift(
+    payload: bytes, sender: str, now: datetime, max_future_s: float
+) -> DriftWindowRecord:
+    """A drift summary, checked in full (so a bad body or a zip bomb is refused here)
+    but not built: the store keeps the bytes, and needs only the key and sample count."""
+    if len(payload) > MAX_SUMMARY_BYTES:
+        raise RefusedError(OVERSIZE, f"{len(payload)} bytes, over {MAX_SUMMARY_BYTES}")
+    try:
+        key, samples = validate_summary(payload)
+    except (EdgefleetError, ValueError) as exc:
+        raise RefusedError(MALFORMED, str(exc)) from exc
+    _same_device(key.device, sender, "drift summary")
+    return DriftWindowRecord(
+        device_id=key.device,
+        seq=key.seq,
+        model=key.model,
+        release=key.release,
+        reference=key.reference,
+        window_start=_window(key.start, key.length, now, max_future_s),
+        window_s=key.length,
+        samples=samples,
+        payload=bytes(payload),
+        received_at=now,
+    )
+
+
+__all__ = [
+    "REASONS",
+    "RefusedError",
+    "parse_drift",
+    "parse_telemetry",
+    "telemetry_record",
+]
