@@ -134,6 +134,8 @@ class Bench:
             "EDGEFLEET_PORT": self.base.rsplit(":", 1)[1],
             "EDGEFLEET_HOST": "127.0.0.1",
             "EDGEFLEET_MAX_UPLOAD_BYTES": str(max(self.size, 1 << 30)),
+            # The HTTP path alone: no broker (the embedded one would pin one worker).
+            "EDGEFLEET_MQTT__EMBEDDED": "false",
         }
         self.auth: dict[str, str] = {}
         self.sha256 = ""

@@ -45,6 +45,16 @@ class ValidationSettings(BaseModel):
     smoke_rtol: float = Field(0.0, ge=0)
 
 
+class RetrainingSettings(BaseModel):
+    """Retraining triggers: how often the worker looks for due attempts, and what it may run."""
+
+    tick_s: float = Field(5.0, gt=0, le=3600, description="seconds between retry checks")
+    batch: int = Field(20, ge=1, le=1000, description="triggers leased per check")
+    allow_commands: bool = Field(
+        False, description="accept policies with local 'command' actions (admin only)"
+    )
+
+
 MQTT_SCHEMES = ("mqtt", "mqtts")
 
 
@@ -61,7 +71,12 @@ def _check_mqtt_url(value: str | None) -> str | None:
 
 
 class MqttSettings(BaseModel):
-    """The broker devices talk to; without ``url`` the control plane speaks HTTP only."""
+    """The broker devices talk to.
+
+    Without ``url`` the control plane runs its own broker (amqtt, see
+    :mod:`control_plane.mqtt.embedded`) unless ``embedded`` is off; then it
+    speaks HTTP only.
+    """
 
     url: str | None = Field(None, description="the control plane's broker, mqtt:// or mqtts://")
     device_url: str | None = Field(None, description="the broker URL devices are told; default url")
@@ -89,12 +104,77 @@ class MqttSettings(BaseModel):
     tls_ca_file: Path | None = Field(None, description="CA bundle for mqtts:// (default: system)")
     ingest_queue_messages: int = Field(10_000, ge=10, le=1_000_000)
     ingest_batch_messages: int = Field(500, ge=1, le=10_000)
+    embedded: bool = Field(True, description="without url: run an MQTT broker (amqtt) in-process")
+    embedded_bind: str = Field(
+        "127.0.0.1",
+        pattern=r"^[A-Za-z0-9.:_-]{1,253}$",
+        description="the embedded broker's listen address; 0.0.0.0 for devices on the network",
+    )
+    embedded_port: int = Field(1883, ge=0, le=65535, description="0: any free port (tests)")
 
     _urls = field_validator("url", "device_url")(_check_mqtt_url)
 
     @property
     def devices_url(self) -> str | None:
         return self.device_url or self.url
+
+    @property
+    def runs_embedded(self) -> bool:
+        """Whether this control plane runs the embedded broker."""
+        return self.url is None and self.embedded
+
+
+class DriftSettings(BaseModel):
+    """Fleet drift analysis: how summaries are merged, tested and watched."""
+
+    bucket_s: int = Field(
+        3600, ge=1, le=86_400, description="clock buckets merged into evidence windows"
+    )
+    min_samples: int = Field(
+        80, ge=16, le=10_000_000, description="samples an evidence window needs to be tested"
+    )
+    persist_k: int = Field(3, ge=1, le=100, description="drifted in k of the last m windows")
+    persist_m: int = Field(4, ge=1, le=100)
+    check_interval_s: float = Field(
+        60.0, ge=0, le=86_400, description="how often the monitor checks for drift (0: never)"
+    )
+    lookback_s: int = Field(
+        86_400, ge=60, le=90 * 86_400, description="windows a check or report looks back on"
+    )
+    quality_min_samples: int = Field(
+        500, ge=10, le=10_000_000, description="rollout quality gate: outputs needed per release"
+    )
+
+
+class TelemetrySettings(BaseModel):
+    """Device telemetry and drift summaries: retention, rollups, limits."""
+
+    raw_retention_days: float = Field(
+        7.0, gt=0, le=3650, description="raw windows older than this are rolled into hours"
+    )
+    hourly_retention_days: float = Field(
+        90.0, gt=0, le=3650, description="hourly rollups older than this are rolled into days"
+    )
+    rollup_interval_s: float = Field(
+        300.0, ge=0, le=86_400, description="seconds between retention passes (0: never)"
+    )
+    max_future_s: float = Field(
+        86_400.0,
+        ge=0,
+        le=30 * 86_400,
+        description="windows starting later than now + this are refused",
+    )
+    max_capture_bytes: int = Field(
+        8 << 20, gt=0, le=1 << 30, description="largest data capture (.npz) a device may upload"
+    )
+
+
+class MetricsSettings(BaseModel):
+    """``GET /metrics`` (Prometheus)."""
+
+    public: bool = Field(
+        False, description="serve /metrics without a token (default: viewer token)"
+    )
 
 
 class Settings(BaseSettings):
@@ -148,7 +228,11 @@ class Settings(BaseSettings):
         description="a replica's hold on a rollout; another takes over this long after it dies",
     )
     validation: ValidationSettings = ValidationSettings()
+    drift: DriftSettings = DriftSettings()
     mqtt: MqttSettings = MqttSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    metrics: MetricsSettings = MetricsSettings()
+    retraining: RetrainingSettings = RetrainingSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -220,8 +304,11 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
 __all__ = [
     "PLACEHOLDER_SECRETS",
+    "MetricsSettings",
     "MqttSettings",
+    "RetrainingSettings",
     "Settings",
+    "TelemetrySettings",
     "ValidationSettings",
     "load_settings",
 ]

@@ -4,11 +4,20 @@
 app; nothing happens at import time. ``fleetctl serve`` runs
 ``create_app_from_env`` under uvicorn after applying database migrations.
 
-The lifespan of each worker brings the broker's password file up to date,
-starts the MQTT bridge when ``mqtt.url`` is set, and runs two background
+Without ``mqtt.url`` (and with ``mqtt.embedded``, the default)
+``create_app_from_env`` also prepares an embedded amqtt broker
+(:mod:`control_plane.mqtt.embedded`): the lifespan starts it before the
+bridge and stops it after. The lifespan of each worker brings the broker's
+password file up to date, starts the MQTT bridge when ``mqtt.url`` is set
+(or the embedded broker runs), and runs two background
 tasks: one renews assignments due for renewal (and re-syncs the password
 file) every ``assignment_renew_check_s`` seconds, the other drives the
 rollouts this process holds the lease of every ``rollout_tick_s`` seconds.
+A third rolls old telemetry and drift windows up into hours and days every
+``telemetry.rollup_interval_s`` seconds; a fourth hands fleet drift to the
+retraining policies every ``drift.check_interval_s`` seconds
+(:mod:`control_plane.drift.monitor`). The rollout driver's health and quality
+gates read agent telemetry and drift summaries.
 """
 
 from __future__ import annotations
@@ -33,8 +42,13 @@ from control_plane.api.routes import (
     meta,
     models,
     releases,
+    retraining,
     rollouts,
+    telemetry,
     tokens,
+)
+from control_plane.api.routes import (
+    drift as drift_routes,
 )
 from control_plane.artifacts.filesystem import FilesystemArtifactStore
 from control_plane.auth import AuthService
@@ -47,9 +61,15 @@ from control_plane.devices.director import Director
 from control_plane.devices.enroll import EnrollmentService
 from control_plane.devices.ingest import ReportIngest
 from control_plane.devices.service import DeviceService
+from control_plane.drift import build_drift
+from control_plane.drift.health import TelemetryHealthSource
+from control_plane.drift.monitor import DriftMonitor
+from control_plane.drift.quality import DriftQualitySource
 from control_plane.mqtt.bridge import MqttBridge
+from control_plane.mqtt.embedded import EmbeddedBroker, prepare_embedded
 from control_plane.registry.service import RegistryService
 from control_plane.releases.service import ReleaseService
+from control_plane.retraining import build_retraining
 from control_plane.rollouts.control import RolloutControl
 from control_plane.rollouts.driver import DriverSettings, RolloutDriver
 from control_plane.rollouts.revert import FleetRevert
@@ -57,6 +77,12 @@ from control_plane.rollouts.service import RolloutService
 from control_plane.services import DeviceServices, Services, utc_now
 from control_plane.store import Store
 from control_plane.store.sql import SqlStore
+from control_plane.telemetry.service import (
+    build_telemetry,
+    connect_telemetry,
+    start_retention,
+    stop_retention,
+)
 from fleetcore import __version__
 
 log = logging.getLogger("edgefleet")
@@ -120,6 +146,17 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utc_no
     artifacts_store = FilesystemArtifactStore(settings.artifacts_path)
     registry = RegistryService(store, artifacts_store, settings, clock)
     release_service = ReleaseService(store, registry, settings, clock)
+    fleet = build_devices(settings, store, release_service, clock)
+    telemetry_services = build_telemetry(settings, store, artifacts_store, clock)
+    connect_telemetry(telemetry_services, fleet)
+    drift = build_drift(settings.drift, store, artifacts_store, clock)
+    fleet.driver.health = TelemetryHealthSource(store, clock)
+    fleet.driver.quality = DriftQualitySource(
+        drift,
+        clock,
+        min_samples=settings.drift.quality_min_samples,
+        lookback=timedelta(seconds=settings.drift.lookback_s),
+    )
     return Services(
         settings=settings,
         store=store,
@@ -128,8 +165,24 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utc_no
         registry=registry,
         releases=release_service,
         clock=clock,
-        fleet=build_devices(settings, store, release_service, clock),
+        fleet=fleet,
+        telemetry=telemetry_services,
+        retraining=build_retraining(settings.retraining, store, clock),
+        drift=drift,
     )
+
+
+async def _watch_drift(svc: Services, every_s: float) -> None:
+    """Hand drift alarms to the retraining policies, every ``drift.check_interval_s``."""
+    if svc.drift is None or svc.retraining is None or every_s <= 0:
+        return
+    monitor = DriftMonitor(svc.drift, svc.retraining, svc.clock)
+    while True:
+        try:
+            await anyio.to_thread.run_sync(monitor.check)
+        except Exception:  # the next interval tries again
+            log.exception("checking fleet drift failed")
+        await asyncio.sleep(every_s)
 
 
 async def _maintain(fleet: DeviceServices, every_s: float) -> None:
@@ -155,8 +208,16 @@ async def _drive_rollouts(fleet: DeviceServices, every_s: float) -> None:
         await asyncio.sleep(every_s)
 
 
-def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    services: Services | None = None,
+    embedded: EmbeddedBroker | None = None,
+) -> FastAPI:
+    """The app; ``embedded`` is a broker from :func:`prepare_embedded` to run in the lifespan."""
     svc = services or build_services(settings)
+    if embedded is not None and svc.fleet is not None:
+        svc.fleet.devices.on_decommission.append(embedded.disconnect)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -167,6 +228,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         gc.freeze()
         fleet = svc.fleet
         maintenance = driving = None
+        if embedded is not None:  # before the bridge, which connects to it
+            await anyio.to_thread.run_sync(embedded.start, svc.store)
         if fleet is not None:
             # The control plane's own broker account must exist before it connects.
             await anyio.to_thread.run_sync(fleet.broker.sync_quietly)
@@ -177,7 +240,19 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
             driving = asyncio.create_task(
                 _drive_rollouts(fleet, settings.rollout_tick_s), name="rollouts"
             )
+        if svc.retraining is not None:
+            svc.retraining.start()
+        retention = start_retention(svc.telemetry, settings.telemetry.rollup_interval_s)
+        watching = asyncio.create_task(
+            _watch_drift(svc, settings.drift.check_interval_s), name="drift"
+        )
         yield
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+        await stop_retention(retention)
+        if svc.retraining is not None:
+            await anyio.to_thread.run_sync(svc.retraining.stop)
         for task in (maintenance, driving):
             if task is not None:
                 task.cancel()
@@ -190,6 +265,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
                 log.exception("giving up rollout leases failed")
         if fleet is not None and fleet.bridge is not None:
             await anyio.to_thread.run_sync(fleet.bridge.stop)
+        if embedded is not None:
+            await anyio.to_thread.run_sync(embedded.stop)
         dispose = getattr(svc.store, "dispose", None)
         if callable(dispose):
             dispose()
@@ -203,14 +280,27 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.state.services = svc
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     errors.install(app)
-    for module in (meta, artifacts, models, releases, tokens, devices, device_api, rollouts):
+    for module in (
+        meta,
+        artifacts,
+        models,
+        releases,
+        tokens,
+        devices,
+        device_api,
+        rollouts,
+        retraining,
+        telemetry,
+        drift_routes,
+    ):
         app.include_router(module.router)
     return app
 
 
 def create_app_from_env() -> FastAPI:
     """uvicorn factory: settings from ``EDGEFLEET_*`` and ``EDGEFLEET_CONFIG``."""
-    return create_app(load_settings())
+    settings, embedded = prepare_embedded(load_settings())
+    return create_app(settings, embedded=embedded)
 
 
 __all__ = ["build_devices", "build_services", "create_app", "create_app_from_env"]

@@ -25,12 +25,15 @@ if TYPE_CHECKING:
     from control_plane.devices.enroll import EnrollmentService
     from control_plane.devices.ingest import ReportIngest
     from control_plane.devices.service import DeviceService
+    from control_plane.drift.service import DriftService
     from control_plane.mqtt.bridge import MqttBridge
     from control_plane.registry.service import RegistryService
     from control_plane.releases.service import ReleaseService
+    from control_plane.retraining.service import RetrainingService
     from control_plane.rollouts.driver import RolloutDriver
     from control_plane.rollouts.revert import FleetRevert
     from control_plane.rollouts.service import RolloutService
+    from control_plane.telemetry import TelemetryServices
 
 
 def utc_now() -> datetime:
@@ -65,6 +68,12 @@ class Services:
     clock: Callable[[], datetime] = utc_now
     #: ``None`` only in tests that mount a few routes without devices.
     fleet: DeviceServices | None = None
+    #: Telemetry, drift summaries, captures and /metrics; ``None`` in tests that do not need them.
+    telemetry: TelemetryServices | None = None
+    #: Drift policies and retraining triggers; ``None`` in tests that do not need them.
+    retraining: RetrainingService | None = None
+    #: Fleet drift reports; ``None`` in tests that do not need them.
+    drift: DriftService | None = None
 
 
 __all__ = ["DeviceServices", "Services", "utc_now"]

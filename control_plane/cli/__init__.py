@@ -6,11 +6,14 @@ import typer
 
 from control_plane.cli import (
     db,
+    demo,
     devices,
+    drift,
     keys,
     models,
     release,
     release_server,
+    retraining,
     rollouts,
     server,
     tokens,
@@ -19,7 +22,7 @@ from control_plane.cli import (
 app = typer.Typer(
     name="fleetctl",
     help="Operate an edgefleet: keys, the model registry, signed releases, devices, staged "
-    "rollouts, tokens and audit.",
+    "rollouts, fleet drift, retraining triggers, tokens and audit. Start with 'fleetctl demo'.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -29,10 +32,13 @@ app.add_typer(models.app, name="model")
 app.add_typer(release.app, name="release")
 app.add_typer(devices.app, name="device")
 app.add_typer(rollouts.app, name="rollout")
+app.add_typer(drift.app, name="drift")
+app.add_typer(retraining.app, name="retraining")
 app.add_typer(tokens.token_app, name="token")
 app.add_typer(tokens.enroll_app, name="enroll-token")
 app.add_typer(db.app, name="db")
 app.command("serve")(server.serve)
+app.command("demo")(demo.demo)
 app.command("login")(tokens.login)
 app.command("audit")(tokens.audit)
 app.command("apply")(rollouts.apply)

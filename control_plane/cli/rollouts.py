@@ -13,6 +13,7 @@ from control_plane.cli._common import console, err_console, one_line_errors
 from control_plane.cli._output import Format, OutputOption, record, rows
 from control_plane.cli._rollout_docs import documents, flags_document
 from control_plane.cli._rollout_view import summary_line, targeted, watch, wave_table
+from control_plane.cli.retraining import apply_policies
 
 app = typer.Typer(
     help="Staged rollouts: plan, create, watch, pause, resume, promote, abort, roll back.",
@@ -254,15 +255,17 @@ def apply(
     path: Annotated[
         Path,
         typer.Option(
-            "--file", "-f", exists=True, help="A rollout YAML file, or a directory of them."
+            "--file", "-f", exists=True, help="A YAML file (Rollout, DriftPolicy), or a directory."
         ),
     ],
     output: OutputOption = Format.table,
 ) -> None:
-    """Apply rollout documents idempotently (GitOps): create new ones, leave the same ones be.
+    """Apply Rollout and DriftPolicy documents idempotently (GitOps).
 
-    A document that differs from its stored rollout only in ``paused`` pauses
-    or resumes it; any other change is refused (use a new name).
+    New ones are created and the same ones left be. A rollout document that
+    differs from its stored rollout only in ``paused`` pauses or resumes it;
+    any other change is refused (use a new name). A changed drift policy is
+    updated.
     """
     client = ApiClient.from_config()
     results = []
@@ -275,10 +278,11 @@ def apply(
             console.print(
                 f"rollout/{name} {applied['result']} ({rollout['id']}, {rollout['phase']})"
             )
+    results += apply_policies(client, path, output)
     if output is Format.json:
         rows(results, [], output)
     if not results:
-        err_console.print(f"no rollout documents in {path}")
+        err_console.print(f"no Rollout or DriftPolicy documents in {path}")
 
 
 __all__ = ["app", "apply"]

@@ -12,7 +12,9 @@ The revisions live in ``migrations/versions`` and form one line:
 ``0001_registry`` (artifacts, model versions, releases, revocations), then
 ``0002_auth_audit`` (API tokens, enrollment tokens, the audit log), then
 ``0003_devices`` (enrolled devices, their assignments and status reports), then
-``0004_rollouts`` (staged rollouts and the devices each one targets).
+``0004_rollouts`` (staged rollouts and the devices each one targets), then
+``0005_telemetry`` (telemetry and drift windows, their rollups, data
+captures), then ``0006_retraining`` (drift policies and retraining triggers).
 
 Errors: an unknown revision, or a database at a revision this code does not
 know, raises :class:`~control_plane.errors.InvalidInputError`; database

@@ -44,10 +44,11 @@ from control_plane.store.records import (
     VersionState,
 )
 from control_plane.store.rollout_port import RolloutStore
+from control_plane.store.telemetry_port import TelemetryStore
 from fleetcore.protocol import UpdateState
 
 
-class Store(RolloutStore, Protocol):
+class Store(RolloutStore, TelemetryStore, Protocol):
     def transaction(self) -> AbstractContextManager[Store]:
         """A store whose writes commit together at the end of the block."""
         ...

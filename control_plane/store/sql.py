@@ -56,6 +56,7 @@ from control_plane.store._rows import (
     to_record,
     to_row,
 )
+from control_plane.store._telemetry_sql import TelemetrySql
 from control_plane.store.records import (
     ApiTokenRecord,
     ArtifactRecord,
@@ -69,7 +70,7 @@ from control_plane.store.records import (
 )
 
 
-class SqlStore(DeviceSql, RolloutSql):
+class SqlStore(DeviceSql, RolloutSql, TelemetrySql):
     """A :class:`~control_plane.store.port.Store` on a SQLAlchemy engine."""
 
     # -- artifacts -----------------------------------------------------------------

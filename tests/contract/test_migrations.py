@@ -35,7 +35,23 @@ REGISTRY_TABLES = {"artifact", "model_version", "release", "revocation"}
 AUTH_AUDIT_TABLES = {"api_token", "enroll_token", "audit_entry"}
 DEVICE_TABLES = {"device", "device_assignment", "device_report"}
 ROLLOUT_TABLES = {"rollout", "rollout_device"}
-ALL_TABLES = REGISTRY_TABLES | AUTH_AUDIT_TABLES | DEVICE_TABLES | ROLLOUT_TABLES
+TELEMETRY_TABLES = {
+    "telemetry_window",
+    "drift_window",
+    "telemetry_rollup",
+    "drift_rollup",
+    "capture",
+}
+RETRAINING_TABLES = {"drift_policy", "retraining_trigger"}
+ALL_TABLES = (
+    REGISTRY_TABLES
+    | AUTH_AUDIT_TABLES
+    | DEVICE_TABLES
+    | ROLLOUT_TABLES
+    | TELEMETRY_TABLES
+    | RETRAINING_TABLES
+)
+HEAD = "0006_retraining"
 
 
 def tables(engine: Engine) -> set[str]:
@@ -100,13 +116,15 @@ def add_device(store: SqlStore) -> DeviceRecord:
     )
 
 
-def test_head_and_history_are_the_registry_auth_device_and_rollout_revisions() -> None:
-    assert migrate.head() == "0004_rollouts"
+def test_head_and_history_are_the_revisions_in_order() -> None:
+    assert migrate.head() == HEAD
     assert [(r.id, r.down_revision) for r in migrate.history()] == [
         ("0001_registry", None),
         ("0002_auth_audit", "0001_registry"),
         ("0003_devices", "0002_auth_audit"),
         ("0004_rollouts", "0003_devices"),
+        ("0005_telemetry", "0004_rollouts"),
+        ("0006_retraining", "0005_telemetry"),
     ]
 
 
@@ -130,9 +148,11 @@ def test_schema_comparison_sees_a_missing_revision(database_url: str, engine: En
     added_tables = {diff[1].name for diff in diffs if diff[0] == "add_table"}
     indexed_tables = {diff[1].table.name for diff in diffs if diff[0] == "add_index"}
     assert {diff[0] for diff in diffs} == {"add_table", "add_index"}
-    assert added_tables == AUTH_AUDIT_TABLES | DEVICE_TABLES | ROLLOUT_TABLES
+    assert added_tables == ALL_TABLES - REGISTRY_TABLES
     assert indexed_tables == {
-        "audit_entry", "device", "device_assignment", "rollout", "rollout_device"
+        "audit_entry", "device", "device_assignment", "rollout", "rollout_device",
+        "capture", "drift_rollup", "drift_window", "telemetry_rollup", "telemetry_window",
+        "drift_policy", "retraining_trigger",
     }  # fmt: skip
 
 
@@ -146,7 +166,7 @@ def test_upgrade_from_the_previous_revision_keeps_the_rows(
     migrate.upgrade(database_url)
 
     store = SqlStore(engine)
-    assert migrate.current(database_url) == "0004_rollouts"
+    assert migrate.current(database_url) == HEAD
     assert store.get_version("sensor", "1.0.0") == version
     assert store.get_release("sensor", 1) == release
     assert [r.sha256 for r in store.list_revocations()] == ["c" * 64]
@@ -173,7 +193,7 @@ def test_downgrade_to_the_previous_revision_and_back(database_url: str, engine: 
 
     migrate.upgrade(database_url)
     store = SqlStore(engine)
-    assert migrate.current(database_url) == "0004_rollouts"
+    assert migrate.current(database_url) == HEAD
     assert store.count_api_tokens() == 0  # the table came back empty
     assert store.get_version_by_id(version.id) == version
     assert schema_diffs(engine) == []
@@ -218,7 +238,7 @@ def test_unknown_revisions_are_invalid_input(database_url: str) -> None:
     migrate.upgrade(database_url)
     with pytest.raises(InvalidInputError):
         migrate.downgrade(database_url, "nonexistent")
-    assert migrate.current(database_url) == "0004_rollouts"
+    assert migrate.current(database_url) == HEAD
 
 
 def test_current_of_a_missing_sqlite_file_creates_nothing(tmp_path: Path) -> None:
@@ -269,7 +289,7 @@ def test_db_commands_upgrade_and_report_the_revision(cli_database: Path) -> None
     code, out, _ = run_db("current", "--config", config)
     assert code == 0
     assert "revision: empty" in out.splitlines()
-    assert "head: 0004_rollouts" in out.splitlines()
+    assert f"head: {HEAD}" in out.splitlines()
 
     code, out, _ = run_db("upgrade", "--revision", "0001_registry", "--config", config)
     assert code == 0 and "upgraded: empty -> 0001_registry" in out.splitlines()
@@ -283,13 +303,16 @@ def test_db_commands_upgrade_and_report_the_revision(cli_database: Path) -> None
         " (pending)",
         "0003_devices: Enrolled devices, their signed assignments and their status reports."
         " (pending)",
-        "0004_rollouts: Staged rollouts and the devices each one targets. (pending, head)",
+        "0004_rollouts: Staged rollouts and the devices each one targets. (pending)",
+        "0005_telemetry: Device telemetry, drift summaries (raw windows and rollups) and data"
+        " captures. (pending)",
+        "0006_retraining: Drift policies and the retraining triggers they fire. (pending, head)",
     ]
 
     code, out, _ = run_db("upgrade", "--config", config)
-    assert code == 0 and "upgraded: 0001_registry -> 0004_rollouts" in out.splitlines()
+    assert code == 0 and f"upgraded: 0001_registry -> {HEAD}" in out.splitlines()
     code, out, _ = run_db("upgrade", "--config", config)
-    assert code == 0 and "up to date: 0004_rollouts" in out.splitlines()
+    assert code == 0 and f"up to date: {HEAD}" in out.splitlines()
     code, out, _ = run_db("current", "--config", config)
     assert "status: up to date" in out.splitlines()
 

@@ -108,6 +108,8 @@ def running_server(
         "EDGEFLEET_PORT": str(port),
         "EDGEFLEET_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
         "EDGEFLEET_VALIDATION__LATENCY_RUNS": "50",
+        # Tests that want a broker give it (Mosquitto, or the embedded one on a free port).
+        "EDGEFLEET_MQTT__EMBEDDED": "false",
         **(extra_env or {}),
     }
     env.pop("EDGEFLEET_DATABASE_URL", None)
