@@ -8,10 +8,12 @@ session, is stable) and starts :class:`~control_plane.mqtt.bridge.MqttBridge`.
 With a ``shared_group`` the workers split the backlog through an MQTT 5
 shared subscription, each draining the messages queued for its own session.
 
-Protocol with the parent, one JSON line each way: the worker prints
-``{"connected": slot}`` once its bridge is connected; on any line on stdin it
-stops the bridge (after the subscriptions' SUBACK when ``prime`` is set) and
-prints its ingestion counters ``{"received": n, "duplicated": n, "dropped": n}``.
+Protocol with the parent, JSON lines out, any line in: the worker prints
+``{"ready": true}`` once built (imports and start-up stay off the clock);
+given a line it starts the bridge and prints ``{"connected": slot}``; given
+another it stops the bridge and prints its ingestion counters
+``{"received": n, "duplicated": n, "dropped": n, "store_ms": n}`` (time spent
+parsing and storing batches, the rest being MQTT and waiting).
 
 Run as ``python -m benchmarks._ingest_worker SETTINGS_JSON``.
 """
@@ -40,6 +42,17 @@ def main(spec: dict[str, Any]) -> None:
     fleet = services.fleet
     assert fleet is not None
     settings = services.settings
+    busy = [0.0]  # seconds spent parsing and storing batches (the rest: MQTT and waiting)
+    store_batch = fleet.ingest.mqtt
+
+    def timed(batch: Any) -> None:
+        started = time.perf_counter()
+        try:
+            store_batch(batch)
+        finally:
+            busy[0] += time.perf_counter() - started
+
+    fleet.ingest.mqtt = timed  # type: ignore[method-assign]
     bridge = MqttBridge(
         settings.mqtt,
         settings.data_dir / "mqtt",
@@ -48,6 +61,8 @@ def main(spec: dict[str, Any]) -> None:
         fleet.ingest,
         services.clock,
     )
+    print(json.dumps({"ready": True}), flush=True)
+    sys.stdin.readline()
     bridge.start()
     if not bridge.connected.wait(30):
         raise SystemExit("the bridge did not connect")
@@ -60,6 +75,7 @@ def main(spec: dict[str, Any]) -> None:
         "received": _counter(services, "edgefleet_ingest_received_total"),
         "duplicated": _counter(services, "edgefleet_ingest_duplicates_total"),
         "dropped": _counter(services, "edgefleet_ingest_dropped_total"),
+        "store_ms": round(1000 * busy[0]),
     }
     print(json.dumps(counts), flush=True)
 

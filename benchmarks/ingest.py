@@ -181,10 +181,20 @@ class Workers:
             subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             for _ in range(count)
         ]
+        self._expect("ready")
+
+    def _expect(self, what: str) -> None:
         for proc in self.procs:
             assert proc.stdout is not None
-            if "connected" not in json.loads(proc.stdout.readline() or "{}"):
-                raise SystemExit("a control-plane worker did not connect")
+            if what not in json.loads(proc.stdout.readline() or "{}"):
+                raise SystemExit(f"a control-plane worker did not report {what}")
+
+    def start(self) -> None:
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write("start\n")
+            proc.stdin.flush()
+        self._expect("connected")
 
     def stop(self) -> dict[str, int]:
         totals: dict[str, int] = {}
@@ -224,11 +234,14 @@ def drain(
     stock(services.store, len(devices))
     engine = make_engine(url)
     forget_sessions(broker, password, workers)
-    Workers(spec, workers).stop()  # the sessions now hold the subscriptions
+    primers = Workers(spec, workers)
+    primers.start()
+    primers.stop()  # the sessions now hold the subscriptions
     rate = publish(broker, devices, args.windows, args.processes)
     say(f"{database} x{workers}: {args.total:,} published at {rate:,.0f} msg/s; draining")
-    started = time.perf_counter()
     consumers = Workers(spec, workers)
+    started = time.perf_counter()
+    consumers.start()
     deadline = started + args.timeout
     while time.perf_counter() < deadline and rows(engine) < args.total:
         time.sleep(0.05)
@@ -252,6 +265,7 @@ def drain(
         "received": counts.get("received", 0),
         "duplicated": counts.get("duplicated", 0),
         "dropped": counts.get("dropped", 0),
+        "store_s_per_worker": round(counts.get("store_ms", 0) / 1000 / workers, 3),
         "batch": args.batch,
     }
 

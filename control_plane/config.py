@@ -165,7 +165,11 @@ class TelemetrySettings(BaseModel):
         description="windows starting later than now + this are refused",
     )
     max_capture_bytes: int = Field(
-        8 << 20, gt=0, le=1 << 30, description="largest data capture (.npz) a device may upload"
+        1 << 20,
+        gt=0,
+        le=1 << 30,
+        description="largest data capture (.npz) a device may upload; max_request_bytes caps "
+        "it too (the agent's [drift] capture_max_bytes defaults to the same 1 MiB)",
     )
 
 

@@ -21,10 +21,20 @@ protocol's counters; ``window_start`` is a multiple of ``window_s``;
 non-negative integer; bucket indexes are within the histogram; the encoded
 report is at most :data:`MAX_TELEMETRY_BYTES`. Unknown fields are kept, so
 newer agents' additions survive older control planes.
+
+Decoding has a fast path for the control plane's ingestion (one report per
+device and window): a report of exactly the known fields is parsed by one
+``json.loads`` and checked field by field (:func:`_fast_report`), skipping the
+generic readers. It only ever *accepts*: whatever it does not accept (an
+unknown field, a duplicate key, a non-finite number, any refusal) goes the
+generic way (:mod:`fleetcore.canonical`, :class:`~fleetcore.metadata._fields.Fields`),
+so the refusals and their messages are the generic path's, and a report the
+fast path accepts is the one the generic path builds.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,8 +42,8 @@ from typing import Any
 
 from fleetcore import canonical
 from fleetcore.errors import EdgefleetError, ProtocolError
-from fleetcore.metadata._fields import NAME, Fields, format_time
-from fleetcore.protocol import MAX_COUNTER, check_device_id
+from fleetcore.metadata._fields import NAME, Fields, format_time, parse_time
+from fleetcore.protocol import DEVICE_ID, MAX_COUNTER, check_device_id
 
 #: Upper bounds (ns) of the latency buckets: 1 µs * 2**(k/4), k = 0..104 (~67 s).
 #: Bucket i counts latencies in (BOUNDS[i-1], BOUNDS[i]]; one more bucket holds the rest.
@@ -142,6 +152,12 @@ class TelemetryReport:
 
     @classmethod
     def from_dict(cls, obj: Any) -> TelemetryReport:
+        fast = _fast_report(obj)
+        return fast if fast is not None else cls._from_fields(obj)
+
+    @classmethod
+    def _from_fields(cls, obj: Any) -> TelemetryReport:
+        """The generic reader: every shape, every refusal with its message."""
         try:
             f = Fields(obj, "telemetry report")
             f.expect("_type", cls.type)
@@ -183,6 +199,8 @@ class TelemetryReport:
             raise
         except EdgefleetError as exc:
             raise ProtocolError(f"malformed telemetry report: {exc}") from exc
+        except OverflowError as exc:  # an integer too large for a float (cpu_percent)
+            raise ProtocolError(f"malformed telemetry report: {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -218,11 +236,115 @@ class TelemetryReport:
             raise ProtocolError(
                 f"telemetry report is {len(data)} bytes, over {MAX_TELEMETRY_BYTES}"
             )
+        fast = _fast_report(_fast_object(data))
+        if fast is not None:
+            return fast
         try:
             obj = canonical.decode(data, max_bytes=MAX_TELEMETRY_BYTES)
         except EdgefleetError as exc:
             raise ProtocolError(f"telemetry report: {exc}") from exc
         return cls.from_dict(obj)
+
+
+class _NotFastError(Exception):
+    """The fast path declines; the generic path decides."""
+
+
+def _distinct_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _NotFastError  # a duplicate key: the generic parser refuses it by name
+    return obj
+
+
+def _fast_object(data: bytes) -> Any:
+    """``data`` parsed as JSON without duplicate keys, or None (then the generic path
+    decides). Depth and number checks are left to :func:`_fast_report`, which
+    accepts only the known, flat shape and finite numbers."""
+    try:
+        return json.loads(data.decode("utf-8"), object_pairs_hook=_distinct_keys)
+    except (_NotFastError, ValueError, RecursionError, TypeError, AttributeError):
+        return None
+
+
+_FIELDS = frozenset(
+    (
+        "_type",
+        "device",
+        "seq",
+        "time",
+        "window_start",
+        "window_s",
+        "model",
+        "release",
+        "inferences",
+        "errors",
+        "input_errors",
+        "latency_buckets",
+        "cpu_percent",
+        "rss_bytes",
+        "disk_free_bytes",
+    )
+)
+
+
+def _int(value: Any, low: int, high: int) -> int:
+    # type() is int: JSON gives int or bool, and the generic reader refuses bools.
+    if type(value) is not int or not low <= value <= high:
+        raise _NotFastError
+    return value
+
+
+def _fast_report(obj: Any) -> TelemetryReport | None:
+    """The report ``obj`` holds if it has exactly the known fields and every check of
+    :meth:`TelemetryReport.from_dict` passes on it; None otherwise."""
+    try:
+        return _known_report(obj)
+    except (_NotFastError, KeyError, EdgefleetError, OverflowError):
+        return None
+
+
+def _require(condition: bool) -> None:
+    if not condition:
+        raise _NotFastError
+
+
+def _known_report(obj: Any) -> TelemetryReport:
+    _require(type(obj) is dict and obj.get("_type") == TelemetryReport.type)
+    _require(not obj.keys() - _FIELDS)
+    device, time = obj["device"], obj["time"]
+    _require(type(device) is str and DEVICE_ID.fullmatch(device) is not None)
+    _require(type(time) is str)
+    window_s = _int(obj["window_s"], 1, MAX_WINDOW_S)
+    window_start = _int(obj["window_start"], 0, MAX_WINDOW_START)
+    model, release = obj.get("model"), obj.get("release")
+    _require((model is None) == (release is None) and not window_start % window_s)
+    if model is not None:
+        _require(type(model) is str and NAME.fullmatch(model) is not None)
+        release = _int(release, 1, MAX_COUNTER)
+    rss, disk = obj.get("rss_bytes"), obj.get("disk_free_bytes")
+    cpu = obj.get("cpu_percent")
+    if cpu is not None:
+        _require(type(cpu) in (int, float) and 0.0 <= cpu < math.inf)  # also refuses NaN
+        cpu = float(cpu)
+    buckets = obj["latency_buckets"]
+    _require(type(buckets) is dict)
+    return TelemetryReport(
+        device=device,
+        seq=_int(obj["seq"], 1, MAX_COUNTER),
+        time=parse_time(time, "telemetry time"),
+        window_start=window_start,
+        window_s=window_s,
+        model=model,
+        release=release,
+        inferences=_int(obj["inferences"], 0, _MAX_COUNT),
+        errors=_int(obj["errors"], 0, _MAX_COUNT),
+        input_errors=_int(obj["input_errors"], 0, _MAX_COUNT),
+        latency_buckets=dense_buckets(buckets),
+        cpu_percent=cpu,
+        rss_bytes=None if rss is None else _int(rss, 0, _MAX_COUNT),
+        disk_free_bytes=None if disk is None else _int(disk, 0, _MAX_COUNT),
+    )
 
 
 __all__ = [

@@ -101,9 +101,17 @@ class Story:
     def say(self, text: str) -> None:
         self.console.print(f"  {text}")
 
+    def show(self, path: Path) -> str:
+        """``path`` relative to where the demo was started, when it is below it."""
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+
     def run(self, *args: str, show: bool = True) -> str:
         if show:
-            self.console.print(f"  [dim]$ fleetctl {' '.join(args)}[/]")
+            shown = " ".join(self.show(Path(a)) if a.startswith("/") else a for a in args)
+            self.console.print(f"  [dim]$ fleetctl {shown}[/]")
         return self.stack.fleetctl(*args).stdout
 
     def watch_rollout(self, name: str, until: tuple[str, ...] = ("completed",)) -> dict[str, Any]:
@@ -128,7 +136,12 @@ class Story:
         if done != 0:
             raise DemoError(f"the model pipeline failed; see {self.build / 'pipeline.log'}")
         summary = json.loads((out / "summary.json").read_text())
-        self.say(f"trained and quantized in {summary.get('total_s', 0):.1f} s; outputs in {out}")
+        for variant in summary["variants"]:
+            self.say(
+                f"{variant['name']:<13} accuracy {variant['accuracy']:.3f} (on drifted data "
+                f"{variant['drifted_accuracy']:.3f}), {variant['size_bytes'] / 1024:.1f} KiB"
+            )
+        self.say(f"built in {summary['seconds']:.1f} s; outputs in {self.show(out)}")
 
     def start_control_plane(self) -> None:
         self.step("Start the control plane: SQLite, local artifact store, embedded MQTT broker")
@@ -202,7 +215,7 @@ class Story:
             return next((r for r in rollouts if r["name"].endswith("-retrain")), None)
 
         rollout = wait_for("the retrained version's canary", retrained, 120,
-                           f"; see {self.stack.root / 'server.log'}")  # fmt: skip
+                           f"; see {self.show(self.stack.root / 'server.log')}")  # fmt: skip
         self.console.print(self.run("retraining", "triggers"))
         self.say(
             f"retraining built and signed {rollout['model']} release {rollout['release']}; "
@@ -237,19 +250,22 @@ class Story:
                 self.say(f"the evidence: {gate['detail']}")
         self.say("its devices went back to the release each of them ran before")
 
-    def where_to_look(self) -> None:
+    def where_to_look(self, keep: bool) -> None:
         png = self.stack.root / "drift-report.png"
         self.stack.fleetctl("drift", "report", "sensor", "--cohort", "site", "--png", str(png))
         elapsed = time.monotonic() - self.started
         self.console.rule(f"[bold green]done in {elapsed:.0f} s[/]")
-        for line in (
-            f"API docs:       {self.stack.url}/docs",
-            f"drift plot:     {png}",
-            "try:           fleetctl rollout list; fleetctl drift report sensor --cohort site",
-            "               fleetctl audit --type retraining; fleetctl device list",
-            f"logs:          {self.stack.root}/server.log, {self.stack.root}/agents/*/agent.log",
-            f"(fleetctl here needs EDGEFLEET_CLI_CONFIG={self.stack.env['EDGEFLEET_CLI_CONFIG']})",
-        ):
+        root = self.show(self.stack.root)
+        lines = [
+            f"drift plot:   {self.show(png)}",
+            f"logs:         {root}/server.log, {root}/agents/*/agent.log",
+            f"API docs:     {self.stack.url}/docs"
+            + ("" if keep else " (while it runs: fleetctl demo --keep)"),
+            f"commands:     export EDGEFLEET_CLI_CONFIG={root}/fleetctl.json",
+            "              fleetctl rollout list; fleetctl drift report sensor --cohort site",
+            "              fleetctl retraining triggers; fleetctl device list; fleetctl audit",
+        ]
+        for line in lines:
             self.say(line)
 
 

@@ -63,7 +63,7 @@ def demo(
         story.drift()
         story.retrain()
         story.bad_release()
-        story.where_to_look()
+        story.where_to_look(keep)
         if keep:
             console.print("everything keeps running; Ctrl-C stops it")
             while True:

@@ -8,13 +8,10 @@ label, by the label's value on each device *now*, and runs
 release's signed reference. A release's reference is the artifact whose
 sha256 its manifest signs; references are cached by digest (immutable).
 
-:meth:`DriftService.check` runs every ``drift.check_interval_s`` in each
-control-plane process (like the rollout driver). For each model with windows
-in the look-back, it analyses every release (and, when a policy names a
-cohort label, every cohort) and gives each group with a drifted feature to
-:meth:`RetrainingService.consider`, which applies the policies: breadth,
-persistence, accuracy drop, cooldown and the idempotency key that makes the
-several replicas' checks fire one trigger.
+The drift monitor (:mod:`control_plane.drift.monitor`) calls :meth:`DriftService.alarms`
+every ``drift.check_interval_s`` in each control-plane process (like the rollout
+driver) for the models and cohort labels the drift policies name, and hands
+each group whose newest window drifted to the retraining policies.
 
 Invariants: summaries of one digest are merged only with the same digest; a
 window whose payload no longer decodes (it was checked on ingest) is skipped

@@ -55,6 +55,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from control_plane.config import MqttSettings
 from control_plane.devices.director import Director
 from control_plane.devices.ingest import RawMessage, ReportIngest
+from control_plane.mqtt._buffered import BufferedClient
 from control_plane.mqtt._endpoint import Endpoint, client_id
 from control_plane.mqtt._slots import Slot, claim_slot
 from control_plane.store import Store
@@ -95,7 +96,7 @@ class MqttBridge:
         self.protocol = 3 if settings.protocol == "3.1.1" else 5
         self.connected = threading.Event()
         self.slot: Slot | None = None
-        self._client: mqtt.Client | None = None
+        self._client: BufferedClient | None = None
         self._outbox: queue.Queue[Item] = queue.Queue()
         self._inbox: queue.Queue[Received] = queue.Queue(settings.ingest_queue_messages)
         self._pending: dict[int, tuple[str, int]] = {}
@@ -154,10 +155,10 @@ class MqttBridge:
 
     # -- the paho client -------------------------------------------------------------
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> BufferedClient:
         v5 = self.protocol == 5
         assert self.slot is not None and self.settings.password is not None
-        client = mqtt.Client(
+        client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=client_id(self.slot.index),
             protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
@@ -380,10 +381,16 @@ class MqttBridge:
 
     def _ack(self, batch: list[Received]) -> None:
         client = self._client
+        if client is None:
+            return
+        # A message from an earlier connection is delivered again on this one
+        # (same packet id); acknowledging it here could ack another message.
+        current = self._connection
+        client.ack_many(
+            mid for connection, mid, qos, _ in batch if qos == 1 and connection == current
+        )
         for connection, mid, qos, _ in batch:
-            # A message from an earlier connection is delivered again on this one
-            # (same packet id); acknowledging it here could ack another message.
-            if client is not None and qos > 0 and connection == self._connection:
+            if qos > 1 and connection == current:
                 client.ack(mid, qos)
 
 

@@ -101,7 +101,7 @@ class QualitySource(Protocol):
 
 
 class NoQualitySource:
-    """The quality source until drift summaries are ingested: always inconclusive."""
+    """A quality source without evidence (tests, or no drift analysis): always inconclusive."""
 
     def evaluate(self, rollout_id: str, model: str, release: int, devices: list[str]) -> GateResult:
         return GateResult("quality", Outcome.INCONCLUSIVE, "no output-drift data is collected yet")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import Select, func, literal, select, union_all
@@ -93,9 +94,12 @@ _KEY = ("device_id", "seq")
 
 def _unique(records: Sequence[Any], columns: Sequence[str]) -> list[tuple[Any, ...]]:
     """Rows of ``records`` in ``columns`` order, the first of each (device_id, seq)."""
+    assert tuple(columns[:2]) == _KEY  # the key is the first two values of a row
+    row = attrgetter(*columns)  # one C call per record
     seen: dict[tuple[str, int], tuple[Any, ...]] = {}
     for record in records:
-        seen.setdefault((record.device_id, record.seq), tuple(getattr(record, c) for c in columns))
+        values = row(record)
+        seen.setdefault(values[:2], values)
     return list(seen.values())
 
 

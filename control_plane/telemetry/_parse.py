@@ -7,12 +7,14 @@ one-line message that names what was wrong, never the payload itself.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from control_plane.store.telemetry_records import DriftWindowRecord, TelemetryWindowRecord
-from fleetcore import canonical
-from fleetcore.drift.encoding import MAX_SUMMARY_BYTES
+from fleetcore.drift.encoding import MAX_SUMMARY_BYTES, validate_many
 from fleetcore.drift.encoding import validate as validate_summary
+from fleetcore.drift.summary import WindowKey
 from fleetcore.errors import EdgefleetError
 from fleetcore.telemetry import (
     MAX_TELEMETRY_BYTES,
@@ -81,7 +83,11 @@ def telemetry_record(
         inferences=report.inferences,
         errors=report.errors,
         input_errors=report.input_errors,
-        latency=canonical.encode(sparse_buckets(report.latency_buckets)).decode(),
+        # Canonical JSON (sorted keys, no spaces) of string keys and integers, which
+        # json.dumps writes as fleetcore.canonical.encode does, without its type walk.
+        latency=json.dumps(
+            sparse_buckets(report.latency_buckets), sort_keys=True, separators=(",", ":")
+        ),
         cpu_percent=report.cpu_percent,
         rss_bytes=report.rss_bytes,
         disk_free_bytes=report.disk_free_bytes,
@@ -112,6 +118,39 @@ def parse_drift(
         key, samples = validate_summary(payload)
     except (EdgefleetError, ValueError) as exc:
         raise RefusedError(MALFORMED, str(exc)) from exc
+    return drift_record(key, samples, payload, sender, now, max_future_s)
+
+
+def parse_drifts(
+    items: Sequence[tuple[bytes, str]], now: datetime, max_future_s: float
+) -> list[DriftWindowRecord | RefusedError]:
+    """:func:`parse_drift` for each ``(payload, sender)``, in order: the record or the
+    refusal. The summaries are checked together (:func:`validate_many`), with the
+    same refusals as one by one."""
+    results: list[DriftWindowRecord | RefusedError | None] = []
+    sized: list[tuple[int, bytes, str]] = []
+    for payload, sender in items:
+        if len(payload) > MAX_SUMMARY_BYTES:
+            size = f"{len(payload)} bytes, over {MAX_SUMMARY_BYTES}"
+            results.append(RefusedError(OVERSIZE, size))
+            continue
+        sized.append((len(results), payload, sender))
+        results.append(None)
+    checked = validate_many([payload for _, payload, _ in sized])
+    for (index, payload, sender), outcome in zip(sized, checked, strict=True):
+        if isinstance(outcome, EdgefleetError):
+            results[index] = RefusedError(MALFORMED, str(outcome))
+            continue
+        try:
+            results[index] = drift_record(*outcome, payload, sender, now, max_future_s)
+        except RefusedError as refused:
+            results[index] = refused
+    return [r for r in results if r is not None]
+
+
+def drift_record(
+    key: WindowKey, samples: int, payload: bytes, sender: str, now: datetime, max_future_s: float
+) -> DriftWindowRecord:
     _same_device(key.device, sender, "drift summary")
     return DriftWindowRecord(
         device_id=key.device,
@@ -130,7 +169,9 @@ def parse_drift(
 __all__ = [
     "REASONS",
     "RefusedError",
+    "drift_record",
     "parse_drift",
+    "parse_drifts",
     "parse_telemetry",
     "telemetry_record",
 ]

@@ -134,15 +134,26 @@ class TelemetryIngest:
         future = self.settings.max_future_s
         telemetry: list[TelemetryWindowRecord] = []
         drift: list[DriftWindowRecord] = []
+        received = {TELEMETRY: 0, DRIFT: 0}
+        summaries: list[tuple[str, str, bytes]] = []
         for name, device, channel, payload in messages:
-            self._count(channel.value, received=1)
+            received[channel.value] += 1
+            if channel is not Channel.TELEMETRY:
+                summaries.append((name, device, payload))  # checked together, below
+                continue
             try:
-                if channel is Channel.TELEMETRY:
-                    telemetry.append(_parse.parse_telemetry(payload, device, now, future))
-                else:
-                    drift.append(_parse.parse_drift(payload, device, now, future))
+                telemetry.append(_parse.parse_telemetry(payload, device, now, future))
             except RefusedError as refused:
-                self._drop(channel.value, refused, name)
+                self._drop(TELEMETRY, refused, name)
+        parsed = _parse.parse_drifts([(p, d) for _, d, p in summaries], now, future)
+        for (name, _, _), outcome in zip(summaries, parsed, strict=True):
+            if isinstance(outcome, RefusedError):
+                self._drop(DRIFT, outcome, name)
+            else:
+                drift.append(outcome)
+        for channel_name, count in received.items():
+            if count:  # counted per batch: one metrics update, not one per message
+                self._count(channel_name, received=count)
         telemetry = self._checked(Channel.TELEMETRY, telemetry)
         drift = self._checked(Channel.DRIFT, drift)
         self._write(telemetry, drift, now)

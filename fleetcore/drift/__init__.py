@@ -39,7 +39,7 @@ from fleetcore.drift.detect import (
     test_features,
     test_outputs,
 )
-from fleetcore.drift.encoding import MAX_SUMMARY_BYTES, decode, decode_key, encode
+from fleetcore.drift.encoding import MAX_SUMMARY_BYTES, decode, decode_key, encode, validate
 from fleetcore.drift.estimate import AccuracyEstimate, estimate_accuracy
 from fleetcore.drift.reference import (
     FORMAT,
@@ -109,4 +109,5 @@ __all__ = [
     "quantile_edges",
     "test_features",
     "test_outputs",
+    "validate",
 ]

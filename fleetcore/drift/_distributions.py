@@ -141,20 +141,28 @@ def kolmogorov_sf(x: float) -> float:
     return min(1.0, max(0.0, 2.0 * s))
 
 
-def cauchy_combination(p_values: Sequence[float]) -> float:
-    """Combine p-values by the equally weighted Cauchy combination test."""
+def cauchy_combination(p_values: Sequence[float], weights: Sequence[float] | None = None) -> float:
+    """Combine p-values by the Cauchy combination test (equal weights unless given).
+
+    Weights are non-negative and normalized to sum to 1 (Liu and Xie, 2020).
+    """
     if not p_values:
         raise ValueError("need at least one p-value to combine")
+    if weights is None:
+        weights = [1.0] * len(p_values)
+    if len(weights) != len(p_values) or any(not w >= 0.0 for w in weights) or sum(weights) <= 0:
+        raise ValueError("need one non-negative weight per p-value, not all zero")
+    scale = 1.0 / sum(weights)
     total = 0.0
-    for p in p_values:
+    for p, w in zip(p_values, weights, strict=True):
         if not 0.0 <= _check(p, "p-value") <= 1.0:
             raise ValueError(f"p-values must lie in [0, 1], got {p}")
         if p == 0.0:
             return 0.0
         # tan((1/2 - p) pi) = 1 / tan(p pi); p = 1 maps to a large negative value
         # and p below 1e-300 (subnormal) counts as 1e-300 so the sum cannot overflow.
-        total += 1.0 / math.tan(min(max(p, _TINY), 1.0 - 1e-15) * math.pi)
-    t = total / len(p_values)
+        total += w * scale / math.tan(min(max(p, _TINY), 1.0 - 1e-15) * math.pi)
+    t = total
     if t > 0.0:
         # 1/2 - atan(t)/pi = atan(1/t)/pi: no cancellation for large t.
         return min(1.0, math.atan(1.0 / t) / math.pi)

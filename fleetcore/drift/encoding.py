@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -144,6 +145,44 @@ def validate(data: bytes, *, max_bytes: int = MAX_SUMMARY_BYTES) -> tuple[Window
     ingestion, which stores the bytes as received."""
     key, f, k, offset, compressed = _header(data, max_bytes)
     return key, _body.read_body(_raw_body(data, offset, compressed), f, k).n
+
+
+def validate_many(
+    items: Sequence[bytes], *, max_bytes: int = MAX_SUMMARY_BYTES
+) -> list[tuple[WindowKey, int] | ProtocolError]:
+    """:func:`validate` for each of ``items``, in order: its result, or the
+    ProtocolError it raises. The bodies of one shape are checked together
+    (:func:`._body.sample_counts`); one that does not pass there is checked
+    alone, so its refusal reads as :func:`validate`'s."""
+    results: list[tuple[WindowKey, int] | ProtocolError | None] = []
+    shapes: dict[tuple[int, int], list[tuple[int, WindowKey, bytes]]] = {}
+    for index, data in enumerate(items):
+        try:
+            key, f, k, offset, compressed = _header(data, max_bytes)
+            raw = _raw_body(data, offset, compressed)
+        except ProtocolError as exc:
+            results.append(exc)
+            continue
+        except ValueError as exc:  # as validate would raise it, as a refusal
+            results.append(ProtocolError(str(exc)))
+            continue
+        results.append(None)  # filled in below, with the rest of its shape
+        shapes.setdefault((f, k), []).append((index, key, raw))
+    for (f, k), members in shapes.items():
+        counts = _body.sample_counts([raw for _, _, raw in members], f, k)
+        for (index, key, raw), vouched in zip(members, counts, strict=True):
+            n = vouched
+            if n is None:
+                try:
+                    n = _body.read_body(raw, f, k).n
+                except ProtocolError as exc:
+                    results[index] = exc
+                    continue
+                except ValueError as exc:  # as validate would raise it, as a refusal
+                    results[index] = ProtocolError(str(exc))
+                    continue
+            results[index] = (key, n)
+    return [r for r in results if r is not None]
 
 
 def decode(data: bytes, *, max_bytes: int = MAX_SUMMARY_BYTES) -> DriftSummary:
@@ -267,4 +306,5 @@ __all__ = [
     "decode_key",
     "encode",
     "validate",
+    "validate_many",
 ]

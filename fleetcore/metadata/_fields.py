@@ -18,6 +18,8 @@ from fleetcore.errors import MetadataError, UnsupportedAlgorithmError
 
 SPEC_VERSION = "1.0"
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+#: Exactly the shape :func:`format_time` writes (ASCII digits, fixed widths).
+_CANONICAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 #: Names that are safe as MQTT topic levels, file names and URL segments.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -32,6 +34,14 @@ def format_time(value: datetime) -> str:
 
 
 def parse_time(text: str, what: str) -> datetime:
+    # Fast path for the shape format_time writes: on it strptime and fromisoformat
+    # accept the same dates and refuse the same (month 13, 24:00, Feb 30, ...);
+    # anything else, refusals included, takes strptime's path unchanged.
+    if isinstance(text, str) and _CANONICAL_TIME.fullmatch(text):
+        try:
+            return datetime.fromisoformat(text[:19]).replace(tzinfo=timezone.utc)
+        except ValueError:
+            pass
     try:
         return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=timezone.utc)
     except ValueError as exc:

@@ -106,5 +106,9 @@ def list_triggers(
 
 
 @router.get("/triggers/{trigger_id}", summary="One trigger with its actions' progress")
-def show_trigger(trigger_id: int, retraining: Retraining, _: Viewer) -> TriggerPublic:
+def show_trigger(
+    trigger_id: Annotated[int, Path(ge=1, le=2**31 - 1, description="a trigger id")],
+    retraining: Retraining,
+    _: Viewer,
+) -> TriggerPublic:
     return TriggerPublic.of(retraining.get_trigger(trigger_id))
