@@ -7,21 +7,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from control_plane.api.schemas import RecordModel, RequestModel
-from control_plane.retraining import PolicyOutcome, TriggerOutcome
+from control_plane.api.schemas import KindDocument, RecordModel, RequestModel
+from control_plane.retraining import DriftEvidence, PolicyOutcome, TriggerOutcome
 from control_plane.store.retraining_records import TriggerRecord, TriggerStatus
 
 
-class PolicyDocument(RequestModel):
+class PolicyDocument(KindDocument):
     """A drift policy document, as in ``policy.yaml`` (see docs/retraining.md)."""
-
-    apiVersion: str | None = None  # noqa: N815 - the document's own field name
-    kind: str | None = None
-    metadata: dict[str, Any]
-    spec: dict[str, Any]
-
-    def document(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
 
 
 class EvidenceIn(RequestModel):
@@ -31,6 +23,10 @@ class EvidenceIn(RequestModel):
     idempotency_key: str | None = Field(
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$", description="manual fire only"
     )
+
+    def drift_evidence(self) -> DriftEvidence:
+        """The evidence, parsed strictly: a malformed one is an ``InvalidInputError``."""
+        return DriftEvidence.from_dict(self.evidence)
 
 
 class PolicyPublic(RecordModel):

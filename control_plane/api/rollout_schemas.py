@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from control_plane.api.schemas import RecordModel, ReleasePublic, RequestModel
+from control_plane.api.schemas import KindDocument, RecordModel, ReleasePublic, RequestModel
 from control_plane.rollouts.plan import Plan
 from control_plane.rollouts.revert import RevertSummary
 from control_plane.rollouts.service import Planned, RolloutView
@@ -17,16 +17,8 @@ from control_plane.store.rollout_records import RolloutDeviceRecord, TargetStatu
 MAX_LISTED = 200
 
 
-class RolloutDocument(RequestModel):
+class RolloutDocument(KindDocument):
     """A rollout document, as in ``rollout.yaml`` (see docs/rollouts.md)."""
-
-    apiVersion: str | None = None  # noqa: N815 - the document's own field name
-    kind: str | None = None
-    metadata: dict[str, Any]
-    spec: dict[str, Any]
-
-    def document(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
 
 
 class ReasonIn(RequestModel):

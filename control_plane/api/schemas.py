@@ -74,6 +74,24 @@ class RequestModel(BaseModel):
         return data
 
 
+class KindDocument(RequestModel):
+    """A ``kind``/``metadata``/``spec`` document as applied from YAML; the service checks it."""
+
+    apiVersion: str | None = None  # noqa: N815 - the document's own field name
+    kind: str | None = None
+    metadata: dict[str, Any]
+    spec: dict[str, Any]
+
+    def document(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+    def named(self, name: str) -> dict[str, Any]:
+        """The document applied under ``name``: the URL's name wins over ``metadata.name``."""
+        document = self.document()
+        document["metadata"] = {**document.get("metadata", {}), "name": name}
+        return document
+
+
 class VersionCreate(RequestModel):
     version: str = Field(pattern=NAME, examples=["1.2.0"])
     artifact_sha256: str = Field(pattern=SHA256, description="uploaded with POST /v1/artifacts")

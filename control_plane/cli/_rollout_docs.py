@@ -7,34 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 
 from control_plane.cli._common import split_release
+from control_plane.cli._yaml_docs import kind_documents
 
 _COUNT = re.compile(r"(\d+)n")
 
 
-def _load(path: Path) -> list[dict[str, Any]]:
-    try:
-        loaded = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
-    except yaml.YAMLError as exc:
-        raise typer.BadParameter(f"{path}: not valid YAML ({exc})") from exc
-    found = []
-    for index, document in enumerate(loaded):
-        if not isinstance(document, dict) or document.get("kind", "Rollout") != "Rollout":
-            continue  # other kinds may share a GitOps directory
-        if not isinstance(document.get("metadata"), dict) or "name" not in document["metadata"]:
-            raise typer.BadParameter(f"{path}: document {index + 1} has no metadata.name")
-        found.append(document)
-    return found
-
-
 def documents(path: Path) -> list[dict[str, Any]]:
     """Rollout documents in a YAML file, or in every ``*.yaml``/``*.yml`` of a directory."""
-    if path.is_dir():
-        files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
-        return [d for file in files for d in _load(file)]
-    return _load(path)
+    return kind_documents(path, "Rollout", kind_by_default=True)
 
 
 def _waves(text: str, soak: str, approval: list[int]) -> list[dict[str, Any]]:

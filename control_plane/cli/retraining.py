@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from control_plane.cli._client import ApiClient
 from control_plane.cli._common import console, one_line_errors
 from control_plane.cli._output import Format, OutputOption, record, rows
+from control_plane.cli._yaml_docs import kind_documents
 
 app = typer.Typer(
     help="Retraining triggers: drift policies, the triggers they fired, a manual fire.",
@@ -27,27 +27,9 @@ TRIGGER_COLUMNS = ["id", "policy", "idempotency_key", "status", "attempts", "man
 KIND = "DriftPolicy"
 
 
-def _load(path: Path) -> list[dict[str, Any]]:
-    try:
-        loaded = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
-    except yaml.YAMLError as exc:
-        raise typer.BadParameter(f"{path}: not valid YAML ({exc})") from exc
-    found = []
-    for index, document in enumerate(loaded):
-        if not isinstance(document, dict) or document.get("kind") != KIND:
-            continue  # rollouts and other kinds share the directory
-        if not isinstance(document.get("metadata"), dict) or "name" not in document["metadata"]:
-            raise typer.BadParameter(f"{path}: document {index + 1} has no metadata.name")
-        found.append(document)
-    return found
-
-
 def policy_documents(path: Path) -> list[dict[str, Any]]:
     """DriftPolicy documents in a YAML file, or in every ``*.yaml``/``*.yml`` of a directory."""
-    if path.is_dir():
-        files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
-        return [d for file in files for d in _load(file)]
-    return _load(path)
+    return kind_documents(path, KIND)
 
 
 def apply_policies(client: ApiClient, path: Path, output: Format) -> list[dict[str, Any]]:

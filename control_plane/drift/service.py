@@ -125,14 +125,17 @@ class DriftService:
         cohort: str | None = None,
         since: datetime | None = None,
         release: int | None = None,
+        windows: Sequence[Window] | None = None,
     ) -> list[Group]:
+        """Analyses per release (and cohort); ``windows`` skips reading them again."""
         if model not in self.store.list_models():
             raise NotFoundError(f"no model named {model!r}")
         label, value = parse_cohort(cohort)
-        start = since or self.clock() - self.lookback
-        if start.tzinfo is None:
-            start = start.replace(tzinfo=timezone.utc)
-        windows = self.windows(model, release=release, since=start)
+        if windows is None:
+            start = since or self.clock() - self.lookback
+            if start.tzinfo is None:
+                start = start.replace(tzinfo=timezone.utc)
+            windows = self.windows(model, release=release, since=start)
         labels = self._labels({w.device for w in windows}) if label else {}
         split: dict[tuple[int, str | None], list[Window]] = {}
         for window in windows:
@@ -185,10 +188,18 @@ class DriftService:
     # -- monitoring -------------------------------------------------------------------------
 
     def alarms(self, model: str, cohorts: Sequence[str | None]) -> list[Group]:
-        """Groups of ``model`` whose newest tested window has a drifted feature."""
+        """Groups of ``model`` whose newest tested window has a drifted feature.
+
+        Reads only what persistence can look at: the last ``persist_m`` evidence
+        windows of ``bucket_s`` and one more (a window still filling), not the
+        report's whole look-back; and reads it once for every cohort label.
+        """
+        span = timedelta(seconds=(self.settings.persist_m + 2) * self.settings.bucket_s)
+        since = self.clock() - min(self.lookback, span)
+        windows = self.windows(model, release=None, since=since)
         found = []
         for cohort in cohorts:
-            for group in self.groups(model, cohort=cohort):
+            for group in self.groups(model, cohort=cohort, windows=windows):
                 tested = [w for w in group.analysis.windows if w.tested]
                 if tested and tested[-1].drifted:
                     found.append(group)

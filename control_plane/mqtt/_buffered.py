@@ -10,8 +10,12 @@ and ``loop_read`` to keep handling packets while the buffer holds bytes
 (``select`` cannot see them). Acknowledgements go out in batches too:
 :meth:`BufferedClient.ack_many` queues the PUBACKs of a stored batch as one
 write, where paho's ``ack`` costs a wake-up of its network thread and a
-``send`` per message. Everything else (packet parsing, keepalive, TLS,
-reconnects) is paho's own.
+``send`` per message. And the consumer's one kind of PUBLISH (QoS 1, no
+properties, a UTF-8 topic, manual acks, one ``on_message``, no logging) is
+decoded by :meth:`BufferedClient._handle_publish` in a few slices, where
+paho builds and parses an MQTT 5 property set and matches per-topic callbacks
+for each message; every other PUBLISH is paho's own. Everything else (packet
+parsing, keepalive, TLS, reconnects) is paho's own.
 
 Invariants: the buffer belongs to one socket; bytes left from a previous
 connection are discarded, never parsed as the new connection's. A read that
@@ -42,6 +46,7 @@ class BufferedClient(mqtt.Client):
         self._buffer = b""
         self._position = 0
         self._buffered_socket: object = None
+        self._filtered = False
 
     def _buffered(self) -> int:
         if self._buffered_socket is not self._sock:  # a new connection: drop the old bytes
@@ -58,6 +63,42 @@ class BufferedClient(mqtt.Client):
         chunk = self._buffer[start : start + bufsize]
         self._position = start + len(chunk)
         return chunk
+
+    def message_callback_add(self, sub: str, callback: Any) -> None:
+        self._filtered = True  # per-topic callbacks: paho's matching from now on
+        super().message_callback_add(sub, callback)
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        command, packet = self._in_packet["command"], self._in_packet["packet"]
+        on_message = self.on_message
+        plain = (command & 0x06) == 0x02 and self._manual_ack and not self._filtered
+        if on_message is None or not plain or self._logger is not None or self.on_log is not None:
+            return super()._handle_publish()
+        size = len(packet)
+        if size < 2:
+            return super()._handle_publish()
+        end = 2 + ((packet[0] << 8) | packet[1])  # topic length, then topic
+        start = end + (3 if self._protocol == mqtt.MQTTv5 else 2)  # packet id (+ properties)
+        if end == 2 or start > size or (start == end + 3 and packet[end + 2] != 0):
+            return super()._handle_publish()  # empty topic, truncated, or properties
+        topic = bytes(packet[2:end])
+        try:
+            topic.decode("utf-8")
+        except UnicodeDecodeError:
+            return super()._handle_publish()
+        message = mqtt.MQTTMessage(mid=(packet[end] << 8) | packet[end + 1], topic=topic)
+        message.dup = bool(command & 0x08)
+        message.qos = 1
+        message.retain = bool(command & 0x01)
+        message.payload = packet[start:]
+        message.timestamp = mqtt.time_func()
+        with self._in_callback_mutex:
+            try:
+                on_message(self, self._userdata, message)
+            except Exception:
+                if not self.suppress_exceptions:
+                    raise
+        return MQTTErrorCode.MQTT_ERR_SUCCESS  # acknowledged by the caller (manual acks)
 
     def ack_many(self, mids: Iterable[int]) -> None:
         """Acknowledge QoS 1 messages (manual acks), every PUBACK in one queued write."""

@@ -1,4 +1,4 @@
-"""The retraining job's last three steps: push, release, canary rollout; and its narrative.
+"""The retraining job's last three steps: push, release, canary rollout.
 
 Theory of operation: :func:`publish` runs after the new model was accepted.
 It registers the version (the control plane validates it again and builds
@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
 
 from fleetcore.runtimes import available_runtimes
+from models.sensor._narrative import Narrative
 from models.sensor._retrain_api import ControlPlane, NoDataError
 from models.sensor._retrain_check import model_devices, rollout_document
 from models.sensor._retrain_data import F32, I64, Combined, dataset_npz
@@ -31,22 +31,6 @@ from models.sensor._retrain_fleet import (
     push_version,
     read_release_key,
 )
-
-
-class Narrative:
-    """Numbered step lines; plain text, so logs read the same as a terminal."""
-
-    def __init__(self, console: Console, steps: int) -> None:
-        self.console = console
-        self.steps = steps
-        self.current = 0
-
-    def step(self, title: str, *lines: str) -> None:
-        self.current += 1
-        head = f"[{self.current}/{self.steps}] {title:<9}"
-        self.console.print(f"{head} {lines[0] if lines else ''}", markup=False, highlight=False)
-        for line in lines[1:]:
-            self.console.print(f"{'':<{len(head)}} {line}", markup=False, highlight=False)
 
 
 @dataclass(frozen=True)
@@ -174,4 +158,4 @@ def publish(
     return result
 
 
-__all__ = ["Narrative", "Target", "publish"]
+__all__ = ["Target", "publish"]

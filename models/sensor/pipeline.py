@@ -43,6 +43,7 @@ from fleetcore.drift import DriftReference, bin_counts_matrix, build_reference
 from fleetcore.errors import EdgefleetError
 from fleetcore.runtimes import available_runtimes, load_model
 from models.sensor import recipe
+from models.sensor._narrative import Narrative
 from models.sensor.data import CLASS_NAMES, FEATURE_NAMES
 from models.sensor.evaluate import VariantResult, evaluate_variant, predict_proba
 from models.sensor.export import IR_VERSION, OPSET, export_onnx
@@ -64,22 +65,6 @@ def psi(reference: npt.NDArray[np.int64], live: npt.NDArray[np.int64]) -> float:
 
 def _kb(size: int) -> str:
     return f"{size / 1000:.1f} kB"
-
-
-class _Report:
-    """Step-by-step console output; plain text when not on a terminal."""
-
-    def __init__(self, console: Console, steps: int) -> None:
-        self.console = console
-        self.steps = steps
-        self.current = 0
-
-    def step(self, title: str, *lines: str) -> None:
-        self.current += 1
-        head = f"[{self.current}/{self.steps}] {title:<9}"
-        self.console.print(f"{head} {lines[0] if lines else ''}", markup=False, highlight=False)
-        for line in lines[1:]:
-            self.console.print(f"{'':<{len(head)}} {line}", markup=False, highlight=False)
 
 
 def _tflite_variant(path: Path | None, weights_digest: str) -> tuple[bool, str, bool | None]:
@@ -111,7 +96,7 @@ def run(
     started = time.perf_counter()
     # Not on a terminal (CI logs, pipes): wide enough that the table never wraps.
     console = console or Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-    report = _Report(console, steps=7)
+    report = Narrative(console, steps=7)
     console.print(
         f"edgefleet sensor pipeline: samples={samples} seed={seed} out={out}", markup=False
     )

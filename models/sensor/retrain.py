@@ -51,6 +51,7 @@ from rich.table import Table
 from fleetcore.errors import EdgefleetError
 from fleetcore.runtimes import load_model
 from models.sensor import recipe
+from models.sensor._narrative import Narrative
 from models.sensor._retrain_api import ControlPlane, NoDataError, RetrainError, resolve_login
 from models.sensor._retrain_check import Bump, Comparison, compare, next_version
 from models.sensor._retrain_data import SIMULATED_ROWS, Evidence, Rows, combine, parse_time
@@ -60,7 +61,7 @@ from models.sensor._retrain_fleet import (
     current_release,
     fetch_captures,
 )
-from models.sensor._retrain_publish import Narrative, Target, publish
+from models.sensor._retrain_publish import Target, publish
 from models.sensor.data import CLASS_NAMES, generate
 from models.sensor.evaluate import predict_proba
 from models.sensor.export import export_onnx

@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 from tests.support import postgres
+from tests.support.agent import AgentProcess
 from tests.support.mosquitto import Broker, start_broker
 from tests.support.net import free_port
 
@@ -155,13 +156,17 @@ class FleetServer:
     protocol: int  # what the control plane is made to speak
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def fleet_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+@contextlib.contextmanager
+def running_fleet_server(
+    database: str, tmp_path_factory: pytest.TempPathFactory, extra_env: dict[str, str]
 ) -> Iterator[FleetServer]:
+    """A control plane with a Mosquitto of its own; ``extra_env`` adds server settings.
+
+    MQTT 5 on SQLite, MQTT 3.1.1 on PostgreSQL (see the module docstring).
+    """
     password = secrets.token_urlsafe(24)
     broker = start_broker(tmp_path_factory.mktemp("broker"), {"control-plane": password})
-    protocol = 5 if request.param == "sqlite" else 3
+    protocol = 5 if database == "sqlite" else 3
     env = {
         "EDGEFLEET_MQTT__URL": broker.url,
         "EDGEFLEET_MQTT__PASSWORD": password,
@@ -169,14 +174,32 @@ def fleet_server(
         "EDGEFLEET_MQTT__BROKER_PID_FILE": str(broker.pid_file),
         "EDGEFLEET_MQTT__PROTOCOL": "5" if protocol == 5 else "3.1.1",
         "EDGEFLEET_MQTT__RECONNECT_MAX_S": "2",
-        "EDGEFLEET_DESIRED_CHECK_S": "0.2",
+        **extra_env,
     }
     try:
         data = tmp_path_factory.mktemp("control-plane")
-        with running_server(request.param, data, env) as started:
+        with running_server(database, data, env) as started:
             yield FleetServer(started, broker, password, protocol)
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fleet_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FleetServer]:
+    extra_env = {"EDGEFLEET_DESIRED_CHECK_S": "0.2"}
+    with running_fleet_server(request.param, tmp_path_factory, extra_env) as started:
+        yield started
+
+
+@pytest.fixture
+def agents() -> Iterator[list[AgentProcess]]:
+    """Agents a test starts (it appends them); each is stopped when the test ends."""
+    started: list[AgentProcess] = []
+    yield started
+    for agent in started:
+        agent.stop()
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

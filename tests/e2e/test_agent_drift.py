@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 
 from agent._channel_outbox import ChannelOutbox
 from agent._observers import channel_limits
@@ -31,14 +29,6 @@ from tests.support.agent import AgentProcess
 from tests.support.net import free_port
 
 WINDOW_S = 2
-
-
-@pytest.fixture
-def agents() -> Iterator[list[AgentProcess]]:
-    started: list[AgentProcess] = []
-    yield started
-    for agent in started:
-        agent.stop()
 
 
 def released_sensor(

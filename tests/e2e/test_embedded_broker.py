@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from agent.identity import load_identity
 from models.tiny import tiny_onnx_bytes
 from tests.e2e.conftest import Server, running_server
+from tests.e2e.test_devices import device_info, enroll_token
 from tests.support.agent import AgentProcess
 from tests.support.net import free_port
 
@@ -40,20 +41,6 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server,
     }
     with running_server("sqlite", tmp_path_factory.mktemp("control-plane"), env) as server:
         yield server, port
-
-
-def enroll_token(server: Server) -> str:
-    with server.admin as client:
-        response = client.post("/v1/enroll-tokens", json={"labels": {}, "max_uses": 2})
-        assert response.status_code == 201, response.text
-        token: str = response.json()["token"]
-        return token
-
-
-def device_info(server: Server, device_id: str) -> dict[str, Any]:
-    with server.admin as client:
-        info: dict[str, Any] = client.get(f"/v1/devices/{device_id}").json()
-        return info
 
 
 class RawClient:
@@ -91,14 +78,6 @@ class RawClient:
         self.client.loop_stop()
 
 
-@pytest.fixture
-def agents() -> Iterator[list[AgentProcess]]:
-    started: list[AgentProcess] = []
-    yield started
-    for agent in started:
-        agent.stop()
-
-
 def test_the_embedded_broker_serves_a_real_agent_and_refuses_intruders(
     embedded: tuple[Server, int], tmp_path: Path, agents: list[AgentProcess]
 ) -> None:
@@ -112,7 +91,7 @@ def test_the_embedded_broker_serves_a_real_agent_and_refuses_intruders(
         assert client.post("/v1/models/embedded-tiny/versions", json=body).status_code == 201
     server.cli("release", "create", "embedded-tiny@1")
 
-    token = enroll_token(server)
+    token = enroll_token(server, uses=2)
     made = [
         AgentProcess.create(
             tmp_path / name, server=server.url, transport="mqtt", update={"probation_s": 2}

@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -34,9 +33,8 @@ from fleetcore.drift.summary import DriftAccumulator, DriftSummary, WindowKey
 from fleetcore.protocol import Channel, topic
 from fleetcore.telemetry import LATENCY_BUCKETS, TelemetryReport
 from models.tiny import CLASSES, FEATURES, tiny_onnx_bytes
-from tests.e2e.conftest import FleetServer, running_server
+from tests.e2e.conftest import FleetServer, running_fleet_server
 from tests.e2e.test_devices import Device, connect, enroll, wait_for
-from tests.support.mosquitto import start_broker
 from tests.unit.control_plane.telemetry.support import T0
 
 MODEL = "tiny-drift"
@@ -62,24 +60,10 @@ def fleet_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[FleetServer]:
     """As the conftest's, with the workers' metrics added up across processes."""
-    password = secrets.token_urlsafe(24)
-    broker = start_broker(tmp_path_factory.mktemp("broker"), {"control-plane": password})
-    protocol = 5 if request.param == "sqlite" else 3
-    env = {
-        "EDGEFLEET_MQTT__URL": broker.url,
-        "EDGEFLEET_MQTT__PASSWORD": password,
-        "EDGEFLEET_MQTT__PASSWORD_FILE": str(broker.password_file),
-        "EDGEFLEET_MQTT__BROKER_PID_FILE": str(broker.pid_file),
-        "EDGEFLEET_MQTT__PROTOCOL": "5" if protocol == 5 else "3.1.1",
-        "EDGEFLEET_MQTT__RECONNECT_MAX_S": "2",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path_factory.mktemp("metrics")),
-    }
-    try:
-        data = tmp_path_factory.mktemp("control-plane")
-        with running_server(request.param, data, env) as started:
-            yield FleetServer(started, broker, password, protocol)
-    finally:
-        broker.stop()
+    metrics = str(tmp_path_factory.mktemp("metrics"))
+    extra_env = {"PROMETHEUS_MULTIPROC_DIR": metrics}
+    with running_fleet_server(request.param, tmp_path_factory, extra_env) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

@@ -11,22 +11,16 @@ from __future__ import annotations
 from typing import Annotated
 
 import anyio.to_thread
-from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from control_plane.api.deps import Credentials, Device, FleetDep
-from control_plane.api.device_schemas import DEVICE, EnrollmentPublic, ReportsAccepted
+from control_plane.api.device_schemas import EnrollmentPublic, ReportsAccepted
 from control_plane.api.errors import ERROR_RESPONSES
+from control_plane.api.routes._device_post import JSON_BODY, DeviceId, device_post
 
 router = APIRouter(prefix="/v1", tags=["device API"], responses=ERROR_RESPONSES)
-DeviceId = Annotated[str, Path(pattern=DEVICE)]
 #: Longest long-poll; below the idle timeouts of common load balancers.
 MAX_WAIT_S = 120
-JSON_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {"type": "object"}}},
-    }
-}
 
 
 @router.post(
@@ -76,9 +70,7 @@ async def desired(
 async def post_reports(
     device_id: DeviceId, request: Request, device: Device, fleet: FleetDep
 ) -> ReportsAccepted:
-    device.require(device_id)
-    body = await request.body()
-    result = await anyio.to_thread.run_sync(fleet.ingest.http, device_id, body)
+    result = await device_post(device, device_id, request, fleet.ingest.http)
     return ReportsAccepted(
         accepted=result.accepted, duplicates=result.duplicates, last_seq=result.last_seq
     )

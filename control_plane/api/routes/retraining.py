@@ -18,7 +18,7 @@ from control_plane.api.retraining_schemas import (
     TriggerPublic,
 )
 from control_plane.errors import ConfigurationError
-from control_plane.retraining import DriftEvidence, RetrainingService
+from control_plane.retraining import RetrainingService
 from control_plane.store import Role
 from control_plane.store.retraining_records import TriggerStatus
 
@@ -53,8 +53,7 @@ def show_policy(name: Name, retraining: Retraining, _: Viewer) -> PolicyPublic:
 def apply_policy(
     name: Name, body: PolicyDocument, retraining: Retraining, actor: Operator
 ) -> AppliedPolicyPublic:
-    document = body.document()
-    document["metadata"] = {**document.get("metadata", {}), "name": name}
+    document = body.named(name)
     applied = retraining.apply_policy(document, actor.name, admin=actor.role.allows(Role.ADMIN))
     return AppliedPolicyPublic(
         result=applied.result, policy=PolicyPublic.from_record(applied.policy)
@@ -75,7 +74,7 @@ def delete_policy(name: Name, retraining: Retraining, actor: Operator) -> dict[s
 def fire(
     name: Name, body: EvidenceIn, retraining: Retraining, actor: Operator
 ) -> PolicyOutcomePublic:
-    evidence = DriftEvidence.from_dict(body.evidence)
+    evidence = body.drift_evidence()
     outcome = retraining.fire(name, evidence, actor.name, key=body.idempotency_key)
     return PolicyOutcomePublic.of(outcome)
 
@@ -88,8 +87,7 @@ def fire(
 def consider(
     body: EvidenceIn, retraining: Retraining, svc: ServicesDep, _: Operator
 ) -> TriggerOutcomePublic:
-    evidence = DriftEvidence.from_dict(body.evidence)
-    return TriggerOutcomePublic.of(retraining.consider(evidence, svc.clock()))
+    return TriggerOutcomePublic.of(retraining.consider(body.drift_evidence(), svc.clock()))
 
 
 @router.get("/triggers", summary="List triggers, newest first")

@@ -43,8 +43,7 @@ def create(body: RolloutDocument, fleet: FleetDep, actor: Operator) -> RolloutCr
     "/{name}", summary="Apply a rollout document: create it, or change nothing, idempotently"
 )
 def apply(name: Ref, body: RolloutDocument, fleet: FleetDep, actor: Operator) -> AppliedPublic:
-    document = body.document()
-    document["metadata"] = {**document.get("metadata", {}), "name": name}
+    document = body.named(name)
     applied, found = fleet.rollouts.apply(document, actor.name)
     record = applied.view.record
     return AppliedPublic(

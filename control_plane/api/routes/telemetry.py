@@ -17,8 +17,14 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
 from control_plane.api.deps import Credentials, Device, Operator, ServicesDep, get_actor
-from control_plane.api.device_schemas import DEVICE
 from control_plane.api.errors import ERROR_RESPONSES
+from control_plane.api.routes._device_post import (
+    BINARY_BODY,
+    JSON_BODY,
+    DeviceId,
+    device_body,
+    device_post,
+)
 from control_plane.api.schemas import MAX_COUNTER, NAME
 from control_plane.errors import ConfigurationError
 from control_plane.store import CaptureRecord
@@ -26,23 +32,7 @@ from control_plane.telemetry import TelemetryServices
 from control_plane.telemetry.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["telemetry"], responses=ERROR_RESPONSES)
-DeviceId = Annotated[str, Path(pattern=DEVICE)]
 Model = Annotated[str, Path(pattern=NAME)]
-JSON_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {"type": "object"}}},
-    }
-}
-
-
-def _binary(media: str) -> dict[str, object]:
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {media: {"schema": {"type": "string", "format": "binary"}}},
-        }
-    }
 
 
 async def get_telemetry(svc: ServicesDep) -> TelemetryServices:
@@ -83,30 +73,26 @@ class CapturePublic(BaseModel):
 async def post_telemetry(
     device_id: DeviceId, request: Request, device: Device, telemetry: TelemetryDep
 ) -> WindowsAccepted:
-    device.require(device_id)
-    body = await request.body()
-    result = await anyio.to_thread.run_sync(telemetry.ingest.telemetry_http, device_id, body)
+    result = await device_post(device, device_id, request, telemetry.ingest.telemetry_http)
     return WindowsAccepted(accepted=result.stored, duplicates=result.duplicates)
 
 
 @router.post(
     "/v1/devices/{device_id}/drift",
     summary="Post one encoded drift summary (application/octet-stream, at most 64 KiB)",
-    openapi_extra=_binary("application/octet-stream"),
+    openapi_extra=BINARY_BODY,
 )
 async def post_drift(
     device_id: DeviceId, request: Request, device: Device, telemetry: TelemetryDep
 ) -> WindowsAccepted:
-    device.require(device_id)
-    body = await request.body()
-    result = await anyio.to_thread.run_sync(telemetry.ingest.drift_http, device_id, body)
+    result = await device_post(device, device_id, request, telemetry.ingest.drift_http)
     return WindowsAccepted(accepted=result.stored, duplicates=result.duplicates)
 
 
 @router.post(
     "/v1/devices/{device_id}/captures",
     summary="Upload a data capture (.npz with x, y and time) of one window",
-    openapi_extra=_binary("application/octet-stream"),
+    openapi_extra=BINARY_BODY,
     responses={200: {"description": "This window's capture was already stored"}},
     status_code=status.HTTP_201_CREATED,
 )
@@ -120,8 +106,7 @@ async def post_capture(
     release: Annotated[int, Query(ge=1, le=MAX_COUNTER)],
     window_start: Annotated[int, Query(ge=0, description="unix seconds")],
 ) -> CapturePublic:
-    device.require(device_id)
-    body = await request.body()
+    body = await device_body(device, device_id, request)
     upload = partial(telemetry.captures.upload, device_id, model, release, window_start, body)
     record, created = await anyio.to_thread.run_sync(upload)
     if not created:

@@ -20,11 +20,11 @@ service's real decode, split and report code runs without a database.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import cast
+from typing import ParamSpec, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +45,7 @@ T0 = datetime(2025, 3, 3, 10, 0, tzinfo=timezone.utc)
 START = int(T0.timestamp())
 WINDOW_S = 60
 SETTINGS = AnalysisSettings(bucket_s=WINDOW_S, min_samples=80, persist_k=3, persist_m=4)
+P = ParamSpec("P")
 
 _WEIGHTS = np.array(
     [[1.2, -0.4, 0.0], [0.0, 0.9, -0.6], [-0.5, 0.0, 0.8], [0.3, 0.3, -0.3]], dtype=np.float64
@@ -85,34 +86,6 @@ def device(i: int) -> str:
     return f"dev-{i:04d}"
 
 
-def device_windows(
-    reference: DriftReference,
-    name: str,
-    count: int,
-    per_window: int,
-    *,
-    seed: int,
-    shift: dict[int, float] | None = None,
-    first: int = 0,
-    release: int = 1,
-    feedback: int = 0,
-    rotate: int = 0,
-) -> list[Window]:
-    """``count`` consecutive 60 s windows of one device, ``per_window`` samples each.
-
-    ``feedback`` labelled predictions are recorded per window (their true
-    outcome); ``rotate`` shifts every probability vector by that many classes
-    (a model that confuses its classes).
-    """
-    return [
-        Window(name, release, s.key.start, s.key.length, s.body)
-        for s in device_summaries(
-            reference, name, count, per_window, seed=seed, shift=shift, first=first,
-            release=release, feedback=feedback, rotate=rotate,
-        )
-    ]  # fmt: skip
-
-
 def device_summaries(
     reference: DriftReference,
     name: str,
@@ -126,6 +99,12 @@ def device_summaries(
     feedback: int = 0,
     rotate: int = 0,
 ) -> list[DriftSummary]:
+    """``count`` consecutive 60 s windows of one device, ``per_window`` samples each.
+
+    ``feedback`` labelled predictions are recorded per window (their true
+    outcome); ``rotate`` shifts every probability vector by that many classes
+    (a model that confuses its classes).
+    """
     rng = np.random.default_rng(seed)
     accumulator = DriftAccumulator(reference)
     out = []
@@ -146,6 +125,20 @@ def device_summaries(
         )
         out.append(DriftSummary(key, accumulator.take()))
     return out
+
+
+def _as_windows(make: Callable[P, list[DriftSummary]]) -> Callable[P, list[Window]]:
+    def windows(*args: P.args, **kwargs: P.kwargs) -> list[Window]:
+        return [
+            Window(s.key.device, s.key.release, s.key.start, s.key.length, s.body)
+            for s in make(*args, **kwargs)
+        ]
+
+    return windows
+
+
+#: :func:`device_summaries`, as the stored windows the service reads.
+device_windows = _as_windows(device_summaries)
 
 
 # -- fakes for the service ---------------------------------------------------------------------
