@@ -38,6 +38,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import compress
 from typing import Any
 
 from fleetcore import canonical
@@ -87,7 +88,8 @@ def latency_quantile_ns(counts: tuple[int, ...] | list[int], q: float) -> float:
 
 def sparse_buckets(counts: tuple[int, ...]) -> dict[str, int]:
     """``{"<index>": count}`` for the non-zero buckets (the wire and storage form)."""
-    return {str(i): c for i, c in enumerate(counts) if c}
+    # compress() skips the zero buckets in C: most of a histogram's 106 are zero.
+    return {str(i): counts[i] for i in compress(range(len(counts)), counts)}
 
 
 def dense_buckets(obj: Any, what: str = "latency_buckets") -> tuple[int, ...]:

@@ -264,18 +264,10 @@ class RetrainingService:
         key = self._key(policy, evidence)
         if self.store.find_trigger(policy.name, key) is not None:
             return _already(policy.name, key)
-        last = self.store.last_trigger(policy.name, statuses=COOLING, manual=False)
-        decision = decide(policy, evidence, None if last is None else last.created_at, now)
+        decision = _decide(self.store, policy, evidence, now)
         if not decision.fire:
             log.debug("policy %s skipped %s: %s", policy.name, key, decision.detail)
-            return PolicyOutcome(
-                policy.name,
-                False,
-                decision.reason,
-                decision.detail,
-                key,
-                cooldown_until=decision.cooldown_until,
-            )
+            return _skipped(policy.name, key, decision)
         return self._claim(policy, evidence, now, decision, actor=None, key=key)
 
     def _claim(
@@ -298,17 +290,9 @@ class RetrainingService:
             if tx.find_trigger(policy.name, key) is not None:
                 return _already(policy.name, key)
             if not manual:
-                last = tx.last_trigger(policy.name, statuses=COOLING, manual=False)
-                decision = decide(policy, evidence, None if last is None else last.created_at, now)
+                decision = _decide(tx, policy, evidence, now)  # again, under the policy's lock
                 if not decision.fire:
-                    return PolicyOutcome(
-                        policy.name,
-                        False,
-                        decision.reason,
-                        decision.detail,
-                        key,
-                        cooldown_until=decision.cooldown_until,
-                    )
+                    return _skipped(policy.name, key, decision)
             payload = payload_of(policy, evidence, key, now, manual=manual)
             actions = initial_states([action_to_dict(a) for a in policy.actions], now)
             try:
@@ -366,6 +350,20 @@ class RetrainingService:
 
 def _already(policy: str, key: str) -> PolicyOutcome:
     return PolicyOutcome(policy, False, Reason.ALREADY_FIRED, f"already fired for key {key}", key)
+
+
+def _decide(
+    store: RetrainingStore, policy: DriftPolicy, evidence: DriftEvidence, now: datetime
+) -> Decision:
+    """The policy's decision, its cooldown counted from its last automatic trigger."""
+    last = store.last_trigger(policy.name, statuses=COOLING, manual=False)
+    return decide(policy, evidence, None if last is None else last.created_at, now)
+
+
+def _skipped(policy: str, key: str, decision: Decision) -> PolicyOutcome:
+    return PolicyOutcome(
+        policy, False, decision.reason, decision.detail, key, cooldown_until=decision.cooldown_until
+    )
 
 
 __all__ = [

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
@@ -59,7 +59,8 @@ def insert_new(
         return _copy(session, table, columns, rows, key)
     times = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, UtcDateTime)]
     if times:
-        rows = [_sqlite_times(row, times) for row in rows]
+        cache: dict[datetime, str] = {}  # a batch shares its received_at, often its times
+        rows = [_sqlite_times(row, times, cache) for row in rows]
     names = ", ".join(columns)
     marks = ", ".join("?" * len(columns))
     statement = (
@@ -81,20 +82,24 @@ def insert_new(
     return int(stored)
 
 
-def _sqlite_times(row: tuple[Any, ...], times: list[int]) -> tuple[Any, ...]:
+def _sqlite_times(
+    row: tuple[Any, ...], times: list[int], cache: dict[datetime, str]
+) -> tuple[Any, ...]:
     values = list(row)
     for i in times:
         value = values[i]
-        if value is not None:
+        if value is None:
+            continue
+        text = cache.get(value)
+        if text is None:
             if value.tzinfo is None or value.utcoffset() is None:
                 raise InvalidInputError(
                     f"naive datetime {value.isoformat()}: times must be timezone-aware"
                 )
-            u = value.astimezone(timezone.utc)
-            values[i] = (
-                f"{u.year:04d}-{u.month:02d}-{u.day:02d} "
-                f"{u.hour:02d}:{u.minute:02d}:{u.second:02d}.{u.microsecond:06d}"
-            )
+            # SQLAlchemy's format, "%04d-%02d-%02d %02d:%02d:%02d.%06d" of naive UTC.
+            naive = value.astimezone(timezone.utc).replace(tzinfo=None)
+            text = cache[value] = naive.isoformat(" ", "microseconds")
+        values[i] = text
     return tuple(values)
 
 

@@ -24,11 +24,11 @@ Invariants:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import Row, Select, Table, delete, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from control_plane.db.tables import (
@@ -49,6 +49,8 @@ from fleetcore.telemetry import LATENCY_BUCKETS
 _PG_ROLLUP_LOCK = 0x6566_726F_6C6C
 _CHUNK = 500
 Key = tuple[int, datetime, str, str, int]  # (window_s, window_start, device, model, release)
+# A rollup row's key columns, in Key's order; drift rollups add the reference digest.
+_KEY_COLUMNS = ("window_s", "window_start", "device_id", "model", "release", "reference")
 
 
 def _bucket(start: datetime, window_s: int, into_s: int) -> tuple[int, datetime]:
@@ -62,9 +64,12 @@ def _lock(session: Session) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_ROLLUP_LOCK})
 
 
-def _check(into_s: int) -> None:
+def _tables(into_s: int, window_row: type[Any], rollup_row: type[Any]) -> tuple[bool, Table, Table]:
+    """``(raw, source, target)`` of a pass into ``into_s``: hourly reads raw windows."""
     if into_s not in (HOUR_S, DAY_S):
         raise InvalidInputError(f"rollups are hourly ({HOUR_S} s) or daily ({DAY_S} s)")
+    raw = into_s == HOUR_S
+    return raw, table(window_row if raw else rollup_row), table(rollup_row)
 
 
 def _chunks(items: list[Any]) -> Iterable[list[Any]]:
@@ -91,16 +96,46 @@ def _targets(
     return found
 
 
+def _oldest(query: Select[Any], s: Any, before: datetime, into_s: int, limit: int) -> Select[Any]:
+    """A pass's pick: windows starting before the cut-off, finer than ``into_s``, oldest first.
+
+    Hourly passes read raw windows (all finer than an hour); daily passes read
+    rollup rows, so those are filtered by length.
+    """
+    query = query.where(s.window_start < before)
+    if into_s != HOUR_S:
+        query = query.where(s.window_s < into_s)
+    return query.order_by(s.window_start, s.id).limit(limit)
+
+
+def _take(session: Session, query: Select[Any]) -> Sequence[Row[Any]]:
+    """The picked rows, once this pass holds the rollup lock."""
+    _lock(session)
+    return session.execute(query).all()
+
+
+def _write_rollup(
+    session: Session, target: Any, old: Any, key: tuple[Any, ...], values: dict[str, Any]
+) -> None:
+    """Update the stored rollup row ``old``, or insert one for ``key`` (a ``Key``, + reference)."""
+    if old is not None:
+        session.execute(update(target).where(target.c.id == old["id"]).values(values))
+        return
+    session.execute(insert(target).values(**dict(zip(_KEY_COLUMNS, key, strict=False)), **values))
+
+
+def _delete_taken(session: Session, source: Any, rows: Sequence[Row[Any]]) -> None:
+    for chunk in _chunks([row.id for row in rows]):
+        session.execute(delete(source).where(source.c.id.in_(chunk)))
+
+
 class TelemetryRollupSql(SessionScope):
     """Roll-up passes of the SQL store (see the module docstring)."""
 
     def roll_up_telemetry(
         self, *, before: datetime, into_s: int, now: datetime, limit: int = 5000
     ) -> int:
-        _check(into_s)
-        raw = into_s == HOUR_S
-        source = table(TelemetryWindowRow if raw else TelemetryRollupRow)
-        target = table(TelemetryRollupRow)
+        raw, source, target = _tables(into_s, TelemetryWindowRow, TelemetryRollupRow)
         s = source.c
         picked = [
             s.id,
@@ -117,13 +152,9 @@ class TelemetryRollupSql(SessionScope):
             s.input_errors,
             s.latency,
         ]
-        query = select(*picked, *([] if raw else [s.windows])).where(s.window_start < before)
-        if not raw:
-            query = query.where(s.window_s < into_s)
-        query = query.order_by(s.window_start, s.id).limit(limit)
+        query = _oldest(select(*picked, *([] if raw else [s.windows])), s, before, into_s, limit)
         with self._write("telemetry rollup") as session:
-            _lock(session)
-            rows = session.execute(query).all()
+            rows = _take(session, query)
             if not rows:
                 return 0
             groups: dict[Key, dict[str, Any]] = {}
@@ -138,23 +169,8 @@ class TelemetryRollupSql(SessionScope):
                 old = stored.get(key)
                 if old is not None:
                     _add_telemetry(acc, old, int(old["windows"]))
-                values = _telemetry_values(acc, now)
-                if old is not None:
-                    session.execute(update(target).where(target.c.id == old["id"]).values(values))
-                else:
-                    window_s, start, device, model, release = key
-                    session.execute(
-                        insert(target).values(
-                            window_s=window_s,
-                            window_start=start,
-                            device_id=device,
-                            model=model,
-                            release=release,
-                            **values,
-                        )
-                    )
-            for chunk in _chunks([row.id for row in rows]):
-                session.execute(delete(source).where(s.id.in_(chunk)))
+                _write_rollup(session, target, old, key, _telemetry_values(acc, now))
+            _delete_taken(session, source, rows)
             return len(rows)
 
     def roll_up_drift(
@@ -166,10 +182,7 @@ class TelemetryRollupSql(SessionScope):
         merge: DriftMerge,
         limit: int = 2000,
     ) -> int:
-        _check(into_s)
-        raw = into_s == HOUR_S
-        source = table(DriftWindowRow if raw else DriftRollupRow)
-        target = table(DriftRollupRow)
+        raw, source, target = _tables(into_s, DriftWindowRow, DriftRollupRow)
         s = source.c
         query = select(
             s.id,
@@ -182,13 +195,10 @@ class TelemetryRollupSql(SessionScope):
             s.samples,
             s.payload,
             *([] if raw else [s.windows]),
-        ).where(s.window_start < before)
-        if not raw:
-            query = query.where(s.window_s < into_s)
-        query = query.order_by(s.window_start, s.id).limit(limit)
+        )
+        query = _oldest(query, s, before, into_s, limit)
         with self._write("drift rollup") as session:
-            _lock(session)
-            rows = session.execute(query).all()
+            rows = _take(session, query)
             if not rows:
                 return 0
             groups: dict[tuple[Any, ...], list[DriftWindow]] = {}
@@ -209,22 +219,8 @@ class TelemetryRollupSql(SessionScope):
                     "payload": merge(windows, int(start.timestamp()), window_s),
                     "updated_at": now,
                 }
-                if old is not None:
-                    session.execute(update(target).where(target.c.id == old["id"]).values(values))
-                else:
-                    session.execute(
-                        insert(target).values(
-                            window_s=window_s,
-                            window_start=start,
-                            device_id=key[2],
-                            model=key[3],
-                            release=key[4],
-                            reference=key[5],
-                            **values,
-                        )
-                    )
-            for chunk in _chunks([row.id for row in rows]):
-                session.execute(delete(source).where(s.id.in_(chunk)))
+                _write_rollup(session, target, old, key, values)
+            _delete_taken(session, source, rows)
             return len(rows)
 
 

@@ -27,7 +27,7 @@ from control_plane.api.routes._device_post import (
 )
 from control_plane.api.schemas import MAX_COUNTER, NAME
 from control_plane.errors import ConfigurationError
-from control_plane.store import CaptureRecord
+from control_plane.store import BatchResult, CaptureRecord
 from control_plane.telemetry import TelemetryServices
 from control_plane.telemetry.metrics import CONTENT_TYPE
 
@@ -47,6 +47,10 @@ TelemetryDep = Annotated[TelemetryServices, Depends(get_telemetry)]
 class WindowsAccepted(BaseModel):
     accepted: int = Field(description="windows stored now")
     duplicates: int = Field(description="windows already stored (same device and seq)")
+
+    @classmethod
+    def of(cls, result: BatchResult) -> WindowsAccepted:
+        return cls(accepted=result.stored, duplicates=result.duplicates)
 
 
 class CapturePublic(BaseModel):
@@ -73,8 +77,9 @@ class CapturePublic(BaseModel):
 async def post_telemetry(
     device_id: DeviceId, request: Request, device: Device, telemetry: TelemetryDep
 ) -> WindowsAccepted:
-    result = await device_post(device, device_id, request, telemetry.ingest.telemetry_http)
-    return WindowsAccepted(accepted=result.stored, duplicates=result.duplicates)
+    return WindowsAccepted.of(
+        await device_post(device, device_id, request, telemetry.ingest.telemetry_http)
+    )
 
 
 @router.post(
@@ -85,8 +90,9 @@ async def post_telemetry(
 async def post_drift(
     device_id: DeviceId, request: Request, device: Device, telemetry: TelemetryDep
 ) -> WindowsAccepted:
-    result = await device_post(device, device_id, request, telemetry.ingest.drift_http)
-    return WindowsAccepted(accepted=result.stored, duplicates=result.duplicates)
+    return WindowsAccepted.of(
+        await device_post(device, device_id, request, telemetry.ingest.drift_http)
+    )
 
 
 @router.post(
