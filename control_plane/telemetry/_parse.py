@@ -8,7 +8,9 @@ one-line message that names what was wrong, never the payload itself.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from control_plane.store.telemetry_records import DriftWindowRecord, TelemetryWindowRecord
@@ -27,6 +29,7 @@ OVERSIZE = "oversize"
 MALFORMED = "malformed"
 SPOOFED = "spoofed"
 FUTURE_WINDOW = "future_window"
+EXPIRED_WINDOW = "expired_window"
 UNKNOWN_DEVICE = "unknown_device"
 UNKNOWN_RELEASE = "unknown_release"
 NO_REFERENCE = "no_reference"
@@ -40,6 +43,7 @@ REASONS = (
     MALFORMED,
     SPOOFED,
     FUTURE_WINDOW,
+    EXPIRED_WINDOW,
     UNKNOWN_DEVICE,
     UNKNOWN_RELEASE,
     NO_REFERENCE,
@@ -57,9 +61,26 @@ class RefusedError(Exception):
         self.message = message
 
 
-def _window(start: int, length: int, now: datetime, max_future_s: float) -> datetime:
-    if start > MAX_WINDOW_START or start > now.timestamp() + max_future_s:
+@dataclass(frozen=True)
+class WindowBounds:
+    """Window starts a message may carry, relative to now.
+
+    ``max_age_s`` is the raw retention: an older window may already have been
+    rolled up, where ``(device, seq)`` is no longer unique, so taking it again
+    could count it twice. It is refused instead.
+    """
+
+    max_future_s: float
+    max_age_s: float = math.inf
+
+
+def _window(start: int, length: int, now: datetime, bounds: WindowBounds) -> datetime:
+    if start > MAX_WINDOW_START or start > now.timestamp() + bounds.max_future_s:
         raise RefusedError(FUTURE_WINDOW, f"window starting at {start} is too far in the future")
+    if start < now.timestamp() - bounds.max_age_s:
+        raise RefusedError(
+            EXPIRED_WINDOW, f"window starting at {start} is older than the raw retention"
+        )
     return datetime.fromtimestamp(start, timezone.utc)
 
 
@@ -69,14 +90,14 @@ def _same_device(named: str, sender: str, what: str) -> None:
 
 
 def telemetry_record(
-    report: TelemetryReport, sender: str, now: datetime, max_future_s: float
+    report: TelemetryReport, sender: str, now: datetime, bounds: WindowBounds
 ) -> TelemetryWindowRecord:
     _same_device(report.device, sender, "telemetry report")
     return TelemetryWindowRecord(
         device_id=report.device,
         seq=report.seq,
         time=report.time,
-        window_start=_window(report.window_start, report.window_s, now, max_future_s),
+        window_start=_window(report.window_start, report.window_s, now, bounds),
         window_s=report.window_s,
         model=report.model,
         release=report.release,
@@ -96,7 +117,7 @@ def telemetry_record(
 
 
 def parse_telemetry(
-    payload: bytes, sender: str, now: datetime, max_future_s: float
+    payload: bytes, sender: str, now: datetime, bounds: WindowBounds
 ) -> TelemetryWindowRecord:
     if len(payload) > MAX_TELEMETRY_BYTES:
         raise RefusedError(OVERSIZE, f"{len(payload)} bytes, over {MAX_TELEMETRY_BYTES}")
@@ -104,11 +125,11 @@ def parse_telemetry(
         report = TelemetryReport.decode(payload)
     except EdgefleetError as exc:
         raise RefusedError(MALFORMED, str(exc)) from exc
-    return telemetry_record(report, sender, now, max_future_s)
+    return telemetry_record(report, sender, now, bounds)
 
 
 def parse_drift(
-    payload: bytes, sender: str, now: datetime, max_future_s: float
+    payload: bytes, sender: str, now: datetime, bounds: WindowBounds
 ) -> DriftWindowRecord:
     """A drift summary, checked in full (so a bad body or a zip bomb is refused here)
     but not built: the store keeps the bytes, and needs only the key and sample count."""
@@ -118,11 +139,11 @@ def parse_drift(
         key, samples = validate_summary(payload)
     except (EdgefleetError, ValueError) as exc:
         raise RefusedError(MALFORMED, str(exc)) from exc
-    return drift_record(key, samples, payload, sender, now, max_future_s)
+    return drift_record(key, samples, payload, sender, now, bounds)
 
 
 def parse_drifts(
-    items: Sequence[tuple[bytes, str]], now: datetime, max_future_s: float
+    items: Sequence[tuple[bytes, str]], now: datetime, bounds: WindowBounds
 ) -> list[DriftWindowRecord | RefusedError]:
     """:func:`parse_drift` for each ``(payload, sender)``, in order: the record or the
     refusal. The summaries are checked together (:func:`validate_many`), with the
@@ -142,14 +163,14 @@ def parse_drifts(
             results[index] = RefusedError(MALFORMED, str(outcome))
             continue
         try:
-            results[index] = drift_record(*outcome, payload, sender, now, max_future_s)
+            results[index] = drift_record(*outcome, payload, sender, now, bounds)
         except RefusedError as refused:
             results[index] = refused
     return [r for r in results if r is not None]
 
 
 def drift_record(
-    key: WindowKey, samples: int, payload: bytes, sender: str, now: datetime, max_future_s: float
+    key: WindowKey, samples: int, payload: bytes, sender: str, now: datetime, bounds: WindowBounds
 ) -> DriftWindowRecord:
     _same_device(key.device, sender, "drift summary")
     return DriftWindowRecord(
@@ -158,7 +179,7 @@ def drift_record(
         model=key.model,
         release=key.release,
         reference=key.reference,
-        window_start=_window(key.start, key.length, now, max_future_s),
+        window_start=_window(key.start, key.length, now, bounds),
         window_s=key.length,
         samples=samples,
         payload=bytes(payload),
@@ -169,6 +190,7 @@ def drift_record(
 __all__ = [
     "REASONS",
     "RefusedError",
+    "WindowBounds",
     "drift_record",
     "parse_drift",
     "parse_drifts",

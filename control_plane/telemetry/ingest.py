@@ -125,13 +125,16 @@ class TelemetryIngest:
         self.settings = settings
         self.metrics = metrics
         self.lookups = _Lookups(store)
+        self.bounds = _parse.WindowBounds(
+            settings.max_future_s, settings.raw_retention_days * 86_400
+        )
 
     # -- MQTT ------------------------------------------------------------------------------
     def mqtt(self, messages: Sequence[tuple[str, str, Channel, bytes]]) -> None:
         """Store ``(topic, device, channel, payload)`` messages of the telemetry and drift
         channels; refused ones are counted and dropped. Raises only when the database fails."""
         now = self.clock()
-        future = self.settings.max_future_s
+        future = self.bounds
         telemetry: list[TelemetryWindowRecord] = []
         drift: list[DriftWindowRecord] = []
         received = {TELEMETRY: 0, DRIFT: 0}
@@ -273,9 +276,7 @@ class TelemetryIngest:
         for index, item in enumerate(items):
             try:
                 report = TelemetryReport.from_dict(item)
-                records.append(
-                    _parse.telemetry_record(report, device_id, now, self.settings.max_future_s)
-                )
+                records.append(_parse.telemetry_record(report, device_id, now, self.bounds))
             except EdgefleetError as exc:
                 raise self._refuse(TELEMETRY, _parse.MALFORMED, f"report {index}: {exc}") from exc
             except RefusedError as refused:
@@ -289,7 +290,7 @@ class TelemetryIngest:
         self._count(DRIFT, received=1)
         now = self.clock()
         try:
-            record = _parse.parse_drift(body, device_id, now, self.settings.max_future_s)
+            record = _parse.parse_drift(body, device_id, now, self.bounds)
             self._check_reference(record)
         except RefusedError as refused:
             raise self._refuse(DRIFT, refused.reason, refused.message) from None

@@ -164,6 +164,18 @@ def test_windows_far_in_the_future_are_refused(
     assert counted(registry, "edgefleet_ingest_dropped_total", reason="future_window") == 2
 
 
+def test_windows_older_than_raw_retention_are_refused(
+    stocked: Stocked, registry: CollectorRegistry
+) -> None:
+    # Such a window may already be rolled up, where (device, seq) is not unique any more.
+    reports, _ = ingests(stocked, registry)
+    older = int((T0 - timedelta(days=8)).timestamp()) // 60 * 60
+    reports.mqtt([msg(1, Channel.TELEMETRY, telemetry(1, 1, window_start=older).encode())])
+    reports.mqtt([msg(1, Channel.DRIFT, drift_bytes(1, 1, start=older))])
+    assert counted(registry, "edgefleet_ingest_dropped_total", reason="expired_window") == 2
+    assert stocked.store.drift_windows(MODEL) == []
+
+
 def test_without_telemetry_ingest_the_channels_are_ignored(stocked: Stocked) -> None:
     reports = ReportIngest(stocked.store, Clock())
     reports.mqtt([msg(1, Channel.DRIFT, drift_bytes(1, 1))])
