@@ -20,6 +20,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -35,10 +36,13 @@ from fleetcore.telemetry import LATENCY_BUCKETS, TelemetryReport
 from models.tiny import CLASSES, FEATURES, tiny_onnx_bytes
 from tests.e2e.conftest import FleetServer, running_fleet_server
 from tests.e2e.test_devices import Device, connect, enroll, wait_for
-from tests.unit.control_plane.telemetry.support import T0
 
 MODEL = "tiny-drift"
 WINDOWS_PER_DEVICE = 20
+
+#: Two days ago, on the hour: within raw retention (7 days), and every window the
+#: tests send (up to 2,000 minutes later) is in the past for the server.
+T0 = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(days=2)
 
 
 @dataclass

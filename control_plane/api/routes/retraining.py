@@ -21,9 +21,15 @@ from control_plane.errors import ConfigurationError
 from control_plane.retraining import RetrainingService
 from control_plane.store import Role
 from control_plane.store.retraining_records import TriggerStatus
+from fleetcore.metadata._fields import NAME
 
 router = APIRouter(prefix="/v1/retraining", tags=["retraining"], responses=ERROR_RESPONSES)
 Name = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="policy name")]
+#: Filters are checked like the names they match: no control characters reach the database.
+ModelFilter = Annotated[str | None, Query(pattern=f"^{NAME.pattern}$", description="a model")]
+PolicyFilter = Annotated[
+    str | None, Query(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="a policy name")
+]
 
 
 async def get_retraining(svc: ServicesDep) -> RetrainingService:
@@ -37,7 +43,7 @@ Retraining = Annotated[RetrainingService, Depends(get_retraining)]
 
 @router.get("/policies", summary="List drift policies by name")
 def list_policies(
-    retraining: Retraining, _: Viewer, model: str | None = None
+    retraining: Retraining, _: Viewer, model: ModelFilter = None
 ) -> list[PolicyPublic]:
     return [PolicyPublic.from_record(p) for p in retraining.list_policies(model)]
 
@@ -94,8 +100,8 @@ def consider(
 def list_triggers(
     retraining: Retraining,
     _: Viewer,
-    policy: str | None = None,
-    model: str | None = None,
+    policy: PolicyFilter = None,
+    model: ModelFilter = None,
     status: TriggerStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
 ) -> list[TriggerPublic]:

@@ -18,6 +18,7 @@ from control_plane.api.rollout_schemas import (
     TargetPublic,
 )
 from control_plane.store.rollout_records import TargetStatus
+from fleetcore.metadata._fields import NAME
 
 router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"], responses=ERROR_RESPONSES)
 Ref = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="id or name")]
@@ -57,7 +58,10 @@ def apply(name: Ref, body: RolloutDocument, fleet: FleetDep, actor: Operator) ->
 
 @router.get("", summary="List rollouts, newest first")
 def list_rollouts(
-    fleet: FleetDep, _: Viewer, active: bool = False, model: str | None = None
+    fleet: FleetDep,
+    _: Viewer,
+    active: bool = False,
+    model: Annotated[str | None, Query(pattern=f"^{NAME.pattern}$")] = None,
 ) -> list[RolloutPublic]:
     return [
         RolloutPublic.from_view(v) for v in fleet.rollouts.list_rollouts(active=active, model=model)
