@@ -19,6 +19,7 @@ import json
 import sys
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -29,9 +30,11 @@ from fleetcore.drift.encoding import encode
 from fleetcore.drift.summary import DriftAccumulator, DriftCounts, DriftSummary, WindowKey
 from fleetcore.protocol import Channel, topic
 from fleetcore.telemetry import LATENCY_BUCKETS, TelemetryReport
-from tests.unit.control_plane.telemetry.support import MODEL, REFERENCE, T0
+from tests.unit.control_plane.telemetry.support import MODEL, REFERENCE
 
 IN_FLIGHT = 1000
+#: A day ago on the hour: inside raw retention, and every window is in the past.
+T0 = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
 _START = int(T0.timestamp())
 
 
