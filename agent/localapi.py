@@ -42,12 +42,9 @@ server.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import logging
 import socket
-import socketserver
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +54,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+from agent._localserver import TcpServer, UnixServer, parse_listen
 from agent._localwire import NPY, feeds_from_json, npy_array, npy_bytes, outputs_to_json
 from agent.feedback import FeedbackError, RequestLog
 from agent.serving import ModelHost, ModelInfo
@@ -77,27 +75,6 @@ class _HttpError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
-
-
-def parse_listen(listen: str, *, allow_remote: bool = False) -> tuple[str, int] | Path:
-    """``"HOST:PORT"`` -> (ip, port); ``"unix:/path"`` -> Path. Refuses non-loopback hosts."""
-    if listen.startswith("unix:"):
-        path = listen[len("unix:") :]
-        if not path:
-            raise ValueError("unix: needs a socket path, e.g. unix:/run/edgefleet/agent.sock")
-        return Path(path)
-    host, sep, port_text = listen.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not port_text.isdigit() or int(port_text) > 65535:
-        raise ValueError(f"listen address {listen!r} is not HOST:PORT or unix:/path")
-    host = "127.0.0.1" if host == "localhost" else host
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError as exc:
-        raise ValueError(f"listen host {host!r} must be an IP address or localhost") from exc
-    if not address.is_loopback and not allow_remote:
-        raise ValueError(f"refusing to listen on {host}: not loopback (allow_remote=True permits)")
-    return str(address), int(port_text)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -276,59 +253,6 @@ _ROUTES: dict[str, tuple[str, Callable[[LocalApi, _Handler], tuple[int, bytes, s
 }
 
 
-class _Tracking:
-    """Mix-in: remember open connections so ``stop`` can close idle keep-alive ones."""
-
-    daemon_threads = True
-    block_on_close = False
-    connections: set[socket.socket]
-    lock: threading.Lock
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self.lock:
-            self.connections.add(request)
-        super().process_request(request, client_address)  # type: ignore[misc]
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.lock:
-            self.connections.discard(request)
-        super().shutdown_request(request)  # type: ignore[misc]
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("local API: connection error", exc_info=True)
-
-
-class _TcpServer(_Tracking, socketserver.ThreadingTCPServer):
-    allow_reuse_address = True
-
-
-class _UnixServer(_Tracking, socketserver.ThreadingUnixStreamServer):
-    mode = 0o660
-
-    def server_bind(self) -> None:
-        path = Path(str(self.server_address))
-        _remove_stale_socket(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        super().server_bind()
-        path.chmod(self.mode)  # before listen(): no connection is accepted until then
-
-
-def _remove_stale_socket(path: Path) -> None:
-    try:
-        info = path.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(info.st_mode):
-        raise OSError(f"{path} exists and is not a socket; refusing to replace it")
-    with socket.socket(socket.AF_UNIX) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()  # nobody answers: left over from a previous run
-            return
-    raise OSError(f"another process is serving on {path}")
-
-
 class LocalApi:
     """The local inference HTTP API over ``host``; ``start`` serves on a background thread."""
 
@@ -349,7 +273,7 @@ class LocalApi:
         self.max_body_bytes = max_body_bytes
         self._where = parse_listen(listen, allow_remote=allow_remote)
         self._mode = socket_mode
-        self._server: _TcpServer | _UnixServer | None = None
+        self._server: TcpServer | UnixServer | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -358,13 +282,13 @@ class LocalApi:
             raise RuntimeError("the local API is already running")
         tcp = not isinstance(self._where, Path)
         handler = type("Handler", (_Handler,), {"api": self, "disable_nagle_algorithm": tcp})
-        server: _TcpServer | _UnixServer
+        server: TcpServer | UnixServer
         if isinstance(self._where, Path):
-            server_cls = type("UnixServer", (_UnixServer,), {"mode": self._mode})
+            server_cls = type("UnixServer", (UnixServer,), {"mode": self._mode})
             server = server_cls(str(self._where), handler, bind_and_activate=False)
         else:
             family = socket.AF_INET6 if ":" in self._where[0] else socket.AF_INET
-            server_cls = type("TcpServer", (_TcpServer,), {"address_family": family})
+            server_cls = type("TcpServer", (TcpServer,), {"address_family": family})
             server = server_cls(self._where, handler, bind_and_activate=False)
         server.connections, server.lock = set(), threading.Lock()
         try:
