@@ -35,13 +35,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from control_plane.devices.director import Director
 from control_plane.errors import ControlPlaneError, StateError
 from control_plane.rollouts.control import ACTIVE_PHASES, REVERTING, RolloutControl, load
 from control_plane.rollouts.gates import (
-    HealthEvidence,
+    HealthSource,
+    NoHealthSource,
     NoQualitySource,
     QualitySource,
     WaveCounts,
@@ -61,23 +61,6 @@ from fleetcore.protocol import UpdateState
 log = logging.getLogger("edgefleet.rollouts")
 _ASSIGN_BATCH = 250
 _RATE_WINDOW_S = 10.0
-
-
-class HealthSource(Protocol):
-    """Inference health of a wave's devices from agent telemetry."""
-
-    def measure(
-        self, model: str, release: int, devices: list[str], since: datetime
-    ) -> HealthEvidence | None: ...
-
-
-class NoHealthSource:
-    """Until agents send telemetry: no evidence, so a health gate is inconclusive."""
-
-    def measure(
-        self, model: str, release: int, devices: list[str], since: datetime
-    ) -> HealthEvidence | None:
-        return None
 
 
 @dataclass(frozen=True)
@@ -400,4 +383,4 @@ def _outcome(  # noqa: PLR0911 - one return per outcome reads best
     return None
 
 
-__all__ = ["DriverSettings", "HealthSource", "NoHealthSource", "RolloutDriver", "owner_id"]
+__all__ = ["DriverSettings", "RolloutDriver", "owner_id"]

@@ -24,6 +24,7 @@ Pure: no I/O; sources are called by the driver, not here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 from typing import Any, Protocol
 
@@ -90,6 +91,23 @@ class HealthEvidence:
     errors: int
     p95_latency_ms: float | None
     previous_p95_latency_ms: float | None
+
+
+class HealthSource(Protocol):
+    """Inference health of a wave's devices from agent telemetry."""
+
+    def measure(
+        self, model: str, release: int, devices: list[str], since: datetime
+    ) -> HealthEvidence | None: ...
+
+
+class NoHealthSource:
+    """A health source without evidence (tests, or no telemetry): always inconclusive."""
+
+    def measure(
+        self, model: str, release: int, devices: list[str], since: datetime
+    ) -> HealthEvidence | None:
+        return None
 
 
 class QualitySource(Protocol):
@@ -205,6 +223,8 @@ def health_gate(spec: HealthGate, evidence: HealthEvidence | None) -> GateResult
 __all__ = [
     "GateResult",
     "HealthEvidence",
+    "HealthSource",
+    "NoHealthSource",
     "NoQualitySource",
     "Outcome",
     "QualitySource",
