@@ -124,17 +124,19 @@ def evidence_windows(
         buckets.setdefault(window.start // settings.bucket_s, []).append(window)
     out: list[EvidenceWindow] = []
     pending: list[Window] = []
+    merged: DriftCounts | None = None
     first = 0
     for bucket in sorted(buckets):
         if not pending:
             first = bucket
         pending.extend(buckets[bucket])
-        merged = _merge(pending)
+        # One merge per bucket: the running total grows, it is never rebuilt.
+        part = merge_windows(buckets[bucket])
+        merged = part if merged is None else merged.merge(part)
         if merged.n >= settings.min_samples:
             out.append(_tested(reference, pending, merged, first, bucket + 1, settings))
-            pending = []
-    if pending:
-        merged = _merge(pending)
+            pending, merged = [], None
+    if pending and merged is not None:
         end = max(w.start for w in pending) // settings.bucket_s + 1
         out.append(_window(pending, merged, first, end, settings, ()))
     return out
@@ -171,7 +173,7 @@ def analyze(
     accuracy = None
     samples = 0
     if in_span:
-        merged = _merge(in_span)
+        merged = merge_windows(in_span)
         samples = merged.n
         span = tuple(_test(reference, merged, settings))
         accuracy = _accuracy(reference, merged)
@@ -205,7 +207,7 @@ def _breadth(
         by_device.setdefault(window.device, []).append(window)
     tested = drifted = traffic = drifted_traffic = 0
     for own in by_device.values():
-        merged = _merge(own)
+        merged = merge_windows(own)
         if merged.n < settings.min_samples:
             continue
         tested += 1
@@ -226,7 +228,9 @@ def _accuracy(reference: DriftReference, merged: DriftCounts) -> AccuracyEstimat
     )
 
 
-def _merge(windows: Sequence[Window]) -> DriftCounts:
+def merge_windows(windows: Sequence[Window]) -> DriftCounts:
+    """Merged counts of ``windows``; sorted first, so float rounding in the moment
+    merges does not depend on arrival order."""
     # Sorted first, so float rounding in the moment merges does not depend on arrival order.
     ordered = sorted(windows, key=lambda w: (w.start, w.device))
     return merge_all(w.body for w in ordered)
@@ -276,4 +280,5 @@ __all__ = [
     "Window",
     "analyze",
     "evidence_windows",
+    "merge_windows",
 ]

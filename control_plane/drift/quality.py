@@ -24,17 +24,12 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from control_plane.drift.analysis import Window
+from control_plane.drift.analysis import Window, merge_windows
 from control_plane.drift.service import DriftService
 from control_plane.rollouts.gates import GateResult, Outcome
 from fleetcore.drift.detect import DetectionPolicy, test_outputs
-from fleetcore.drift.summary import DriftCounts, merge_all
 
 GATE = "quality"
-
-
-def _merge(windows: Sequence[Window]) -> DriftCounts:
-    return merge_all(w.body for w in sorted(windows, key=lambda w: (w.start, w.device)))
 
 
 class DriftQualitySource:
@@ -62,7 +57,7 @@ class DriftQualitySource:
         ]
         candidate = [w for w in windows if w.release == release]
         values: dict[str, object] = {"min_samples": self.min_samples, "release": release}
-        live = _merge(candidate) if candidate else None
+        live = merge_windows(candidate) if candidate else None
         values["samples"] = 0 if live is None else live.n
         if live is None or live.n < self.min_samples:
             return GateResult(
@@ -108,7 +103,7 @@ class DriftQualitySource:
                 by_release.setdefault(window.release, []).append(window)
         if by_release:
             best = max(by_release, key=lambda r: sum(w.body.n for w in by_release[r]))
-            merged = _merge(by_release[best])
+            merged = merge_windows(by_release[best])
             if merged.n >= self.min_samples:
                 return merged.class_counts, merged.histograms, f"release {best} on the same devices"
         reference = self.drift.reference(model, release)

@@ -28,13 +28,19 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from control_plane.artifacts.port import ArtifactStore
-from control_plane.drift.analysis import Analysis, AnalysisSettings, Window, analyze
+from control_plane.drift.analysis import (
+    Analysis,
+    AnalysisSettings,
+    Window,
+    analyze,
+    merge_windows,
+)
 from control_plane.drift.report import Cohort, section_dict
 from control_plane.errors import InvalidInputError, NotFoundError
 from control_plane.store import Store
 from fleetcore.drift import DriftReference
 from fleetcore.drift.encoding import decode
-from fleetcore.drift.summary import DriftCounts, merge_all
+from fleetcore.drift.summary import DriftCounts
 from fleetcore.errors import EdgefleetError
 
 log = logging.getLogger("edgefleet.drift")
@@ -53,8 +59,8 @@ class Group:
         a = self.analysis
         if a.span_start is None or a.span_end is None:
             return None
-        inside = [w.body for w in self.windows if a.span_start <= w.start < a.span_end]
-        return merge_all(inside) if inside else None
+        inside = [w for w in self.windows if a.span_start <= w.start < a.span_end]
+        return merge_windows(inside) if inside else None
 
 
 def parse_cohort(text: str | None) -> tuple[str | None, str | None]:
@@ -178,11 +184,15 @@ class DriftService:
         }
 
     def _labels(self, devices: set[str]) -> dict[str, dict[str, str]]:
+        """Labels of ``devices``, read a page of the fleet at a time (not one query each)."""
         found: dict[str, dict[str, str]] = {}
-        for device in sorted(devices):
-            record = self.store.get_device(device)
-            if record is not None:
-                found[device] = record.labels
+        after = None
+        while len(found) < len(devices):
+            page = self.store.list_devices(include_decommissioned=True, after=after, limit=1000)
+            found.update((d.id, d.labels) for d in page if d.id in devices)
+            if len(page) < 1000:
+                break
+            after = page[-1].id
         return found
 
     # -- monitoring -------------------------------------------------------------------------

@@ -157,6 +157,7 @@ class _Version:
 @dataclass
 class _Device:
     labels: dict[str, str]
+    id: str = ""
 
 
 @dataclass
@@ -187,7 +188,13 @@ class FakeStore:
 
     def get_device(self, device_id: str) -> _Device | None:
         found = self.labels.get(device_id)
-        return None if found is None else _Device(found)
+        return None if found is None else _Device(found, device_id)
+
+    def list_devices(
+        self, *, include_decommissioned: bool = False, after: str | None = None, limit: int = 1000
+    ) -> list[_Device]:
+        ids = sorted(d for d in self.labels if after is None or d > after)[:limit]
+        return [_Device(self.labels[d], d) for d in ids]
 
     def drift_windows(
         self,
